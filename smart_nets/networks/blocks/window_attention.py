@@ -1,0 +1,340 @@
+"""3D shifted-window self-attention (Swin, Liu et al. 2021, arXiv 2103.14030) for SMARTSwin.
+
+MONAI's ``monai.networks.nets.swin_unetr`` has the same building blocks; this module reuses its ``get_window_size``,
+``PatchMergingV2``, ``MLPBlock`` and ``DropPath`` and computes exactly what its ``SwinTransformer`` computes
+(``tests/test_smart_swin.py`` checks outputs and gradients against it). It keeps its own attention and block for
+speed where SMART spends its time, training (``benchmarks/encoder_speed.py`` measures the difference): (1) the
+relative-position bias and the shift mask form one additive mask, given to
+``torch.nn.functional.scaled_dot_product_attention`` in training as well as inference, with a memory-lean attention
+for CPU training where SDPA falls back to its math kernel; (2) roll + window partition is one cached token
+permutation; (3) features stay channels-last through all stages; (4) shift masks are built once per grid size.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks import MLPBlock
+from monai.networks.layers import DropPath, trunc_normal_
+from monai.networks.nets.swin_unetr import get_window_size
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["WindowAttention", "SwinBlock", "SwinStage", "relative_position_index"]
+
+
+def relative_position_index(window_size: Sequence[int]) -> torch.Tensor:
+    """Index into a ``(2w_d-1)(2w_h-1)(2w_w-1)`` relative-position bias table for every pair of window positions.
+
+    Args:
+        window_size: the 3D window size ``(w_d, w_h, w_w)``.
+
+    Returns:
+        A ``(n, n)`` long tensor with ``n = w_d * w_h * w_w``.
+    """
+    coords = torch.stack(torch.meshgrid(*[torch.arange(w) for w in window_size], indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)  # (n, n, 3), each in [-(w-1), w-1]
+    rel = rel + torch.tensor([w - 1 for w in window_size])
+    strides = (2 * window_size[1] - 1) * (2 * window_size[2] - 1), 2 * window_size[2] - 1, 1
+    return (rel * torch.tensor(strides)).sum(-1)
+
+
+def _partition(grid: np.ndarray, window_size: Sequence[int]) -> np.ndarray:
+    """``(D, H, W)`` -> ``(num_windows, n)``: the values of each window, windows and positions in row-major order."""
+    (d, h, w), (wd, wh, ww) = grid.shape, window_size
+    return grid.reshape(d // wd, wd, h // wh, wh, w // ww, ww).transpose(0, 2, 4, 1, 3, 5).reshape(-1, wd * wh * ww)
+
+
+# The two caches below hold NumPy arrays, turned into tensors on every call, so that two traces of the same network
+# record the same graph (torch.jit.trace's check re-traces; a cached tensor would be created in only one of them).
+@functools.lru_cache(maxsize=32)
+def _shift_mask(dims: tuple[int, int, int], window_size: tuple[int, ...], shift_size: tuple[int, ...]) -> np.ndarray:
+    """The ``(num_windows, n, n)`` additive mask of a shifted-window layer on a padded grid: -100 between positions
+    that came from different regions of the unrolled grid (as MONAI's ``compute_mask``)."""
+    regions = np.zeros(dims, dtype=np.int64)
+    bounds = [((0, -ws), (-ws, -sh), (-sh, None)) for ws, sh in zip(window_size, shift_size)]
+    for i, region in enumerate(itertools.product(*bounds)):
+        regions[tuple(slice(*b) for b in region)] = i
+    windows = _partition(regions, window_size)
+    return np.where(windows[:, None, :] != windows[:, :, None], -100.0, 0.0).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=32)
+def _window_order(
+    dims: tuple[int, int, int], window_size: tuple[int, ...], shift_size: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token permutation from row-major grid order to (rolled) window order, and its inverse (cached per grid).
+
+    Gathering ``x.flatten(1, 3)[:, order]`` equals MONAI's ``window_partition(torch.roll(x, -shift), window_size)``.
+    """
+    grid = np.roll(np.arange(dims[0] * dims[1] * dims[2]).reshape(dims), [-s for s in shift_size], axis=(0, 1, 2))
+    order = _partition(grid, window_size).reshape(-1)
+    return order, np.argsort(order)
+
+
+class _GatherTokens(torch.autograd.Function):
+    """``x.index_select(1, order)`` whose backward is the inverse gather, not a scatter-add.
+
+    Why: one gather replaces MONAI's roll + partition copies (and reverse + roll back), and since ``order`` is a
+    permutation its gradient is again a plain gather, about 3x faster on a CPU than autograd's ``index_add``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, order, inverse):  # noqa: D102 (see the class docstring)
+        ctx.save_for_backward(inverse)
+        return x.index_select(1, order)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(1, inverse), None, None
+
+
+def _gather_tokens(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """Permute the tokens of ``x`` ``(B, L, C)`` along ``L``."""
+    if torch.is_grad_enabled() and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+        return _GatherTokens.apply(x, order, inverse)
+    return x.index_select(1, order)
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside 3D windows with a learned relative-position bias.
+
+    Args:
+        dim: number of feature channels.
+        num_heads: number of attention heads; must divide ``dim``.
+        window_size: the full (unclipped) 3D window size; the bias table is sized for it.
+        qkv_bias: add a learnable bias to the query, key and value projections.
+        attn_drop_rate: dropout on the attention weights (training only).
+        proj_drop_rate: dropout after the output projection.
+
+    Raises:
+        ValueError: when ``num_heads`` does not divide ``dim``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: Sequence[int],
+        qkv_bias: bool = True,
+        attn_drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"num_heads ({num_heads}) must divide the feature width ({dim}).")
+        self.num_heads = num_heads
+        self.window_size = tuple(window_size)
+        self.scale = (dim // num_heads) ** -0.5
+        self.attn_drop_rate = attn_drop_rate
+        table_size = (2 * window_size[0] - 1) * (2 * window_size[1] - 1) * (2 * window_size[2] - 1)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(table_size, num_heads))
+        # derived from window_size alone, so not saved in checkpoints (timm's convention)
+        self.register_buffer("relative_position_index", relative_position_index(self.window_size), persistent=False)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop_rate)
+        trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def relative_position_bias(self, window_size: Sequence[int]) -> torch.Tensor:
+        """The ``(num_heads, n, n)`` bias for a (possibly clipped) window of ``n`` positions.
+
+        A window clipped to a smaller grid uses the bias of the positions it keeps, indexed in the full window.
+        """
+        if tuple(window_size) == self.window_size:
+            index = self.relative_position_index
+        else:
+            keep = torch.zeros(self.window_size, dtype=torch.bool)
+            keep[: window_size[0], : window_size[1], : window_size[2]] = True
+            keep = keep.flatten().to(self.relative_position_index.device)
+            index = self.relative_position_index[keep][:, keep]
+        n = index.shape[0]
+        return self.relative_position_bias_table[index.reshape(-1)].view(n, n, -1).permute(2, 0, 1)
+
+    def forward(
+        self, x: torch.Tensor, window_size: Sequence[int], shift_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Attend within each window.
+
+        Args:
+            x: windows ``(B * num_windows, n, C)``, batch-major (all windows of sample 0 first).
+            window_size: the window actually used (clipped to the grid), with ``prod(window_size) == n``.
+            shift_mask: ``(num_windows, n, n)`` additive mask of a shifted layer, or ``None``.
+
+        Returns:
+            ``(B * num_windows, n, C)``.
+        """
+        n, c = int(x.shape[1]), int(x.shape[2])  # Python ints keep traced graphs free of shape arithmetic
+        qkv = self.qkv(x).view(-1, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        bias = self.relative_position_bias(window_size).unsqueeze(0)  # (1, heads, n, n)
+        if shift_mask is not None:
+            bias = (bias + shift_mask.unsqueeze(1)).unsqueeze(0)  # (1, nw, heads, n, n)
+        x = self._attend(q, k, v, bias).transpose(1, 2).reshape(-1, n, c)
+        return self.proj_drop(self.proj(x))
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Biased softmax attention of ``(B', heads, n, hd)`` windows; ``bias`` is ``(1, heads, n, n)`` or
+        ``(1, nw, heads, n, n)`` with windows batch-major.
+
+        Three routes to the same result: plain tensor ops when tracing or exporting (portable graphs, which
+        TensorRT fuses itself), :class:`_BiasedWindowAttention` for CPU training, SDPA everywhere else.
+        """
+        heads, n = q.shape[1], q.shape[2]
+        drop = self.attn_drop_rate if self.training else 0.0
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            scores = ((q * self.scale) @ k.transpose(-2, -1)).view(-1, *bias.shape[1:]) + bias
+            return scores.view(-1, heads, n, n).softmax(dim=-1) @ v
+        if q.device.type == "cpu" and torch.is_grad_enabled() and drop == 0.0:
+            return _BiasedWindowAttention.apply(q, k, v, bias, self.scale)
+        if bias.ndim == 5:  # SDPA's fused kernels take 4D masks: repeat over the batch (a view when B == 1)
+            bias = bias.expand(q.shape[0] // bias.shape[1], -1, -1, -1, -1).reshape(-1, heads, n, n)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop, scale=self.scale)
+
+
+class _BiasedWindowAttention(torch.autograd.Function):
+    """``softmax(q k^T * scale + bias) v`` with a learnable bias, lean on memory for CPU training.
+
+    Why not SDPA: with autograd on a CPU, PyTorch (2.13) runs SDPA's math kernel when the mask needs a gradient,
+    allocating several ``(B', heads, n, n)`` score tensors per call (and its safe softmax makes extra passes). Those
+    tensors are the largest in a Swin stage (85 MB per block at 96^3, feature size 24), and on CPU each fresh large
+    allocation is page-faulted in by the kernel. Here the scores are allocated once in forward (bias added and
+    softmax taken in place) and once in backward, where FlashAttention's identity
+    ``rowsum(dP * P) = rowsum(dO * O)`` avoids another full-size temporary.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, scale):  # noqa: D102 (see the class docstring)
+        scores = torch.matmul(q * scale, k.transpose(-2, -1))
+        scores.view(-1, *bias.shape[1:]).add_(bias)
+        torch.ops.aten._softmax.out(scores, -1, False, out=scores)
+        out = torch.matmul(scores, v)
+        ctx.save_for_backward(q, k, v, bias, scores, out)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):  # noqa: D102
+        q, k, v, bias, probs, out = ctx.saved_tensors
+        grad_v = torch.matmul(probs.transpose(-2, -1), grad_out)
+        grad_scores = torch.matmul(grad_out, v.transpose(-2, -1))
+        grad_scores.sub_((grad_out * out).sum(-1, keepdim=True)).mul_(probs)  # softmax backward, in place
+        grad_bias = None
+        if ctx.needs_input_grad[3]:
+            grad_bias = grad_scores.view(-1, *bias.shape[1:]).sum(0, keepdim=True)
+        grad_q = torch.matmul(grad_scores, k).mul_(ctx.scale)
+        grad_k = torch.matmul(grad_scores.transpose(-2, -1), q).mul_(ctx.scale)
+        return grad_q, grad_k, grad_v, grad_bias, None
+
+
+class SwinBlock(nn.Module):
+    """One (shifted-)window transformer block, pre-norm, on channels-last features.
+
+    Args:
+        dim: number of feature channels.
+        num_heads: number of attention heads.
+        window_size: 3D window size.
+        shifted: shift the windows by half a window (every second block of a stage).
+        mlp_ratio: MLP hidden width as a multiple of ``dim``.
+        qkv_bias: add a learnable bias to query, key and value.
+        drop_rate: dropout after the attention projection and inside the MLP.
+        attn_drop_rate: dropout on the attention weights.
+        drop_path_rate: stochastic-depth rate of this block.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: Sequence[int],
+        shifted: bool,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.window_size = tuple(window_size)
+        self.shift_size = tuple(w // 2 for w in window_size) if shifted else (0, 0, 0)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias, attn_drop_rate, drop_rate)
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio), drop_rate, act="GELU", dropout_mode="swin")
+
+    def _attention(self, x: torch.Tensor) -> torch.Tensor:
+        d, h, w, c = (int(s) for s in x.shape[1:])
+        window_size, shift_size = get_window_size((d, h, w), self.window_size, self.shift_size)
+        pads = [(ws - s % ws) % ws for s, ws in zip((d, h, w), window_size)]
+        x = self.norm1(x)
+        if any(p > 0 for p in pads):
+            x = F.pad(x, (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
+        dims = (d + pads[0], h + pads[1], w + pads[2])
+        shift_mask = None
+        if any(s > 0 for s in shift_size):
+            shift_mask = torch.as_tensor(_shift_mask(dims, window_size, shift_size), device=x.device)
+        order, inverse = (torch.as_tensor(t, device=x.device) for t in _window_order(dims, window_size, shift_size))
+        n = window_size[0] * window_size[1] * window_size[2]
+        windows = _gather_tokens(x.reshape(-1, order.numel(), c), order, inverse).view(-1, n, c)
+        windows = self.attn(windows, window_size, shift_mask).view(-1, order.numel(), c)
+        x = _gather_tokens(windows, inverse, order).view(-1, *dims, c)
+        if any(p > 0 for p in pads):
+            x = x[:, :d, :h, :w].contiguous()
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: ``(B, D, H, W, C)``. Returns: ``(B, D, H, W, C)``."""
+        x = x + self.drop_path(self._attention(x))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class SwinStage(nn.Module):
+    """A Swin stage: ``depth`` blocks alternating regular and shifted windows, then optional 2x patch merging.
+
+    Args:
+        dim: number of input channels (the output has ``2 * dim`` when ``downsample`` is set).
+        depth: number of blocks.
+        num_heads: number of attention heads.
+        window_size: 3D window size.
+        drop_path_rates: one stochastic-depth rate per block.
+        downsample: a patch-merging module class taking ``(dim, norm_layer, spatial_dims)``, e.g. MONAI's
+            ``PatchMergingV2``, or ``None``.
+        use_checkpoint: trade compute for memory with gradient checkpointing of each block.
+        **block_kwargs: passed to :class:`SwinBlock` (``mlp_ratio``, ``qkv_bias``, ``drop_rate``, ``attn_drop_rate``).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: Sequence[int],
+        drop_path_rates: Sequence[float],
+        downsample: type[nn.Module] | None = None,
+        use_checkpoint: bool = False,
+        **block_kwargs,
+    ) -> None:
+        super().__init__()
+        self.use_checkpoint = use_checkpoint
+        self.blocks = nn.ModuleList(
+            SwinBlock(dim, num_heads, window_size, i % 2 == 1, drop_path_rate=drop_path_rates[i], **block_kwargs)
+            for i in range(depth)
+        )
+        self.downsample = downsample(dim=dim, norm_layer=nn.LayerNorm, spatial_dims=3) if downsample else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: ``(B, D, H, W, C)``. Returns: ``(B, D/2, H/2, W/2, 2C)`` with downsampling, else as ``x``."""
+        for block in self.blocks:
+            if self.use_checkpoint and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return self.downsample(x) if self.downsample is not None else x

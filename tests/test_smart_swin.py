@@ -1,0 +1,151 @@
+"""SMARTSwin: shapes, attention map, masking, gradients, argument checks, and equivalence with MONAI's Swin."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.networks.nets.swin_unetr import SwinTransformer
+
+from smart_nets.networks.nets import SMARTSwin
+from tests.conftest import TINY
+
+
+@pytest.mark.parametrize("size,batch", [(64, 1), (64, 2), (96, 1)])
+def test_output_shapes(tiny_swin, size, batch):
+    with torch.no_grad():
+        out = tiny_swin(torch.randn(batch, 1, size, size, size))
+    c, n = TINY["feature_size"], (size // 16) ** 3
+    expected = [(batch, c * 2**i, *(3 * (size // 2 ** (i + 1),))) for i in range(5)]
+    assert [tuple(h.shape) for h in out.hidden_states] == expected
+    assert tuple(out.cls_token.shape) == (batch, 8 * c)
+    assert tuple(out.pooled.shape) == (batch, 8 * c)
+    assert tuple(out.patch_tokens.shape) == (batch, n, 8 * c)
+    assert tuple(out.last_tokens.shape) == (batch, 16 * c, *(3 * (size // 32,)))
+    assert tuple(out.attn_map.shape) == (batch, n)
+    assert tiny_swin.token_grid((size,) * 3) == (size // 16,) * 3
+
+
+def test_attention_map_is_a_distribution_over_tokens_that_follows_the_input(tiny_swin):
+    x = torch.randn(2, 1, 64, 64, 64)
+    with torch.no_grad():
+        a = tiny_swin(x).attn_map
+        b = tiny_swin(x.flip(2)).attn_map
+    assert torch.isfinite(a).all() and (a >= 0).all()
+    # [CLS]->patches plus [CLS]->[CLS] sums to one, so the patch part is at most one
+    assert (a.sum(dim=1) <= 1 + 1e-5).all() and (a.sum(dim=1) > 0.5).all()
+    assert not torch.allclose(a, b, atol=1e-6)
+
+
+def test_mask_replaces_exactly_the_masked_patch_embeddings(tiny_swin):
+    x = torch.randn(2, 1, 64, 64, 64)
+    mask = torch.zeros(2, 4, 4, 4, dtype=torch.bool)
+    mask[0, 1, 2, 3] = True
+    mask[1, 0, 0, 0] = mask[1, 3, 3, 3] = True
+    with torch.no_grad():
+        plain = tiny_swin.forward_features(x)[0]
+        masked = tiny_swin.forward_features(x, mask)[0]
+        flat = tiny_swin.forward_features(x, mask.flatten(1))[0]
+    torch.testing.assert_close(masked, flat)
+    expected = mask.repeat_interleave(8, 1).repeat_interleave(8, 2).repeat_interleave(8, 3)  # 16^3 voxels = 8^3 patches
+    changed = (masked != plain).any(dim=-1)
+    assert torch.equal(changed, expected)
+    assert torch.equal(masked[expected], tiny_swin.mask_token.expand(int(expected.sum()), -1))
+
+
+def test_every_parameter_receives_a_gradient():
+    net = SMARTSwin(**(TINY | {"depths": (2, 2, 2, 2), "drop_path_rate": 0.1})).train()
+    mask = torch.rand(2, 64) < 0.5
+    out = net(torch.randn(2, 1, 64, 64, 64), mask)
+    loss = sum(h.square().mean() for h in out.hidden_states) + out.cls_token.square().mean()
+    loss = loss + out.pooled.square().mean() + out.last_tokens.square().mean() + out.attn_map.square().sum()
+    loss.backward()
+    missing = [name for name, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"depths": (1, 1, 1)}, "depths"),
+        ({"num_heads": (1, 2, 3, 0)}, "num_heads"),
+        ({"num_heads": (5, 2, 3, 6)}, "num_heads\\[0\\] = 5"),
+        ({"feature_size": 0}, "feature_size"),
+        ({"window_size": (4, 4)}, "window_size"),
+        ({"num_class_attn_blocks": 0}, "num_class_attn_blocks"),
+        ({"drop_path_rate": 1.0}, "drop_path_rate"),
+        ({"class_attn_heads": 5}, "class_attn_heads = 5 does not divide the class-token width 96"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_the_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SMARTSwin(**(TINY | kwargs))
+
+
+@pytest.mark.parametrize(
+    "shape,match",
+    [
+        ((1, 1, 64, 64, 48), r"multiple of 32.*\(64, 64, 48\)"),
+        ((1, 2, 64, 64, 64), r"\(1, 2, 64, 64, 64\)"),
+        ((64,) * 3, ""),
+    ],
+)
+def test_bad_input_raises_value_error_naming_the_shape(tiny_swin, shape, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_swin(torch.zeros(shape))
+
+
+def test_bad_mask_raises_value_error(tiny_swin):
+    x = torch.zeros(1, 1, 64, 64, 64)
+    with pytest.raises(ValueError, match=r"mask must be a bool tensor of shape \(1, 64\).*torch.float32 \(1, 64\)"):
+        tiny_swin(x, torch.zeros(1, 64))
+    with pytest.raises(ValueError, match=r"\(1, 27\)"):
+        tiny_swin(x, torch.zeros(1, 27, dtype=torch.bool))
+
+
+def _monai_twin(net: SMARTSwin) -> SwinTransformer:
+    """MONAI's SwinTransformer holding ``net``'s weights (its PatchMergingV2 and a patch-embedding LayerNorm)."""
+    ref = SwinTransformer(
+        in_chans=1,
+        embed_dim=TINY["feature_size"],
+        window_size=(4, 4, 4),
+        patch_size=(2, 2, 2),
+        depths=(2, 2, 2, 2),
+        num_heads=TINY["num_heads"],
+        patch_norm=True,
+        downsample="mergingv2",
+    )
+    renames = {"patch_embed.": "patch_embed.proj.", "patch_norm.": "patch_embed.norm."}
+    renames |= {f"stages.{i}.": f"layers{i + 1}.0." for i in range(4)}
+    state = {}
+    for key, value in net.state_dict().items():
+        for old, new in renames.items():
+            if key.startswith(old):
+                state[new + key[len(old) :]] = value
+    missing, unexpected = ref.load_state_dict(state, strict=False)
+    assert unexpected == [] and all(k.endswith("relative_position_index") for k in missing)
+    return ref
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_trunk_equals_monai_swin_transformer_with_the_same_weights(grad):
+    """Window order, shifts, shift masks, relative-position bias and the attention kernels all agree with MONAI."""
+    net = SMARTSwin(**(TINY | {"depths": (2, 2, 2, 2)})).eval()
+    with torch.no_grad():
+        for p in net.parameters():  # break the symmetric initialisation so a wrong index would show
+            p.add_(torch.randn_like(p) * 0.05)
+    ref = _monai_twin(net).eval()
+    x = torch.randn(2, 1, 64, 64, 64)
+    with torch.set_grad_enabled(grad):
+        ours = net.hidden_states(net.forward_features(x))
+        theirs = ref(x, normalize=True)
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    if grad:
+        sum((o * torch.linspace(0, 1, o.numel()).view_as(o)).sum() for o in ours).backward()
+        sum((o * torch.linspace(0, 1, o.numel()).view_as(o)).sum() for o in theirs).backward()
+        for i in range(4):
+            for j in range(2):
+                ours_g = net.stages[i].blocks[j].attn.relative_position_bias_table.grad
+                ref_g = getattr(ref, f"layers{i + 1}")[0].blocks[j].attn.relative_position_bias_table.grad
+                torch.testing.assert_close(ours_g, ref_g, atol=1e-3, rtol=1e-3)
+        torch.testing.assert_close(net.patch_embed.weight.grad, ref.patch_embed.proj.weight.grad, atol=1e-3, rtol=1e-3)
