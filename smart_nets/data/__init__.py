@@ -1,0 +1,5 @@
+"""Data: synthetic CT phantoms and datalist helpers."""
+
+from smart_nets.data.phantoms import ORGAN_LABELS, Phantom, generate_phantoms, make_phantom
+
+__all__ = ["ORGAN_LABELS", "Phantom", "generate_phantoms", "make_phantom"]
