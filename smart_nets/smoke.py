@@ -68,7 +68,7 @@ def run(
         [
             LoadImaged("image"),
             EnsureChannelFirstd("image"),
-            Orientationd("image", axcodes="RAS"),
+            Orientationd("image", axcodes="RAS", labels=None),
             Spacingd("image", pixdim=(pixdim,) * 3, mode="bilinear"),
             ScaleIntensityRanged("image", a_min=-750, a_max=1750, b_min=0.0, b_max=1.0, clip=True),
             ResizeWithPadOrCropd("image", spatial_size=(roi,) * 3),
