@@ -1,1 +1,3 @@
 """Networks and their building blocks."""
+
+from smart_nets.networks import blocks, nets  # noqa: F401

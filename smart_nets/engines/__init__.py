@@ -1,0 +1,16 @@
+"""Engines: the SMART trainer, its EMA teacher and schedules."""
+
+from smart_nets.engines.ema import ema_update_, make_teacher, param_groups, unwrap
+from smart_nets.engines.schedules import SMARTSchedule, cosine_schedule, linear_warmup
+from smart_nets.engines.smart_trainer import SMARTTrainer
+
+__all__ = [
+    "SMARTSchedule",
+    "SMARTTrainer",
+    "cosine_schedule",
+    "ema_update_",
+    "linear_warmup",
+    "make_teacher",
+    "param_groups",
+    "unwrap",
+]

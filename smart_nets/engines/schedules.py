@@ -1,0 +1,99 @@
+"""Pure, per-iteration schedules (DINO's ``cosine_scheduler``, evaluated at one step instead of tabulated).
+
+Every schedule is indexed by the global iteration over the whole run; the authors' code indexed the EMA momentum
+per epoch, which this deliberately does not do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+__all__ = ["cosine_schedule", "linear_warmup", "SMARTSchedule"]
+
+
+def _check_step(step: int, total_steps: int) -> None:
+    if total_steps < 1 or not 0 <= step < total_steps:
+        raise ValueError(f"step must be in [0, total_steps), got step={step}, total_steps={total_steps}")
+
+
+def cosine_schedule(
+    step: int, total_steps: int, start: float, end: float, warmup_steps: int = 0, warmup_start: float = 0.0
+) -> float:
+    """Linear warmup from ``warmup_start`` to ``start`` over ``warmup_steps``, then cosine from ``start`` to ``end``.
+
+    The first post-warmup step gives exactly ``start`` and the last step (``total_steps - 1``) exactly ``end``.
+
+    Raises:
+        ValueError: when ``step`` is outside ``[0, total_steps)`` or the warmup is not shorter than the run.
+    """
+    _check_step(step, total_steps)
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(f"warmup_steps must be in [0, total_steps), got {warmup_steps} of {total_steps}")
+    if step < warmup_steps:
+        return warmup_start + (start - warmup_start) * step / warmup_steps
+    span = total_steps - warmup_steps - 1
+    progress = (step - warmup_steps) / span if span > 0 else 1.0
+    return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * progress))
+
+
+def linear_warmup(step: int, warmup_steps: int, start: float, end: float) -> float:
+    """``start`` at step 0 rising linearly to ``end`` at ``warmup_steps``, then constant (iBOT's temperatures)."""
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    if warmup_steps <= 0 or step >= warmup_steps:
+        return end
+    return start + (end - start) * step / warmup_steps
+
+
+@dataclass
+class SMARTSchedule:
+    """All of SMART's schedules at one iteration (DESIGN section 2, steps 5-7).
+
+    Attributes:
+        base_lr: peak learning rate after warmup (8e-4 for the authors' global batch; scale with your batch).
+        min_lr: learning rate at the last iteration.
+        warmup_fraction: share of the run spent warming the learning rate up from 0.
+        weight_decay, weight_decay_end: cosine from the first to the last iteration.
+        momentum, momentum_end: EMA momentum of the teacher, cosine per iteration (0.996 -> 1).
+        teacher_temp, teacher_temp_end: global-token teacher temperature, warmed up linearly.
+        teacher_temp_patch, teacher_temp_patch_end: patch-token teacher temperature (0.04 -> 0.07).
+        teacher_temp_warmup_fraction: share of the run over which both temperatures warm up.
+    """
+
+    base_lr: float = 8e-4
+    min_lr: float = 1e-6
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    momentum: float = 0.996
+    momentum_end: float = 1.0
+    teacher_temp: float = 0.04
+    teacher_temp_end: float = 0.04
+    teacher_temp_patch: float = 0.04
+    teacher_temp_patch_end: float = 0.07
+    teacher_temp_warmup_fraction: float = 0.3
+
+    def __post_init__(self) -> None:
+        for name in ("warmup_fraction", "teacher_temp_warmup_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    def __call__(self, step: int, total_steps: int) -> dict[str, float]:
+        """Values at 0-based ``step`` of a ``total_steps`` run: ``lr``, ``weight_decay``, ``momentum``,
+        ``teacher_temp``, ``teacher_temp_patch``."""
+        warmup = int(self.warmup_fraction * total_steps)
+        temp_warmup = int(self.teacher_temp_warmup_fraction * total_steps)
+        return {
+            "lr": cosine_schedule(step, total_steps, self.base_lr, self.min_lr, warmup),
+            "weight_decay": cosine_schedule(step, total_steps, self.weight_decay, self.weight_decay_end),
+            "momentum": cosine_schedule(step, total_steps, self.momentum, self.momentum_end),
+            "teacher_temp": linear_warmup(step, temp_warmup, self.teacher_temp, self.teacher_temp_end),
+            "teacher_temp_patch": linear_warmup(
+                step, temp_warmup, self.teacher_temp_patch, self.teacher_temp_patch_end
+            ),
+        }
+
+    def as_dict(self) -> dict[str, float]:
+        """The settings, for logging."""
+        return asdict(self)

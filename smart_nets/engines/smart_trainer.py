@@ -1,0 +1,220 @@
+"""SMARTTrainer: one SMART pretraining step per iteration, as a MONAI ``Trainer`` (DESIGN section 2).
+
+One iteration::
+
+    teacher(noised views)  --class-attention map-->  attention-guided masks
+    student(masked views)  -> SMARTLoss(student, teacher)  -> backward -> clip -> AdamW step -> EMA(teacher)
+
+Learning rate, weight decay, EMA momentum and teacher temperatures come from a :class:`SMARTSchedule` evaluated at
+the global iteration, so a run resumed from a checkpoint (which restores the iteration) continues every schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import torch
+from ignite.engine import Engine, EventEnum
+from monai.engines import Trainer
+from monai.engines.utils import IterationEvents
+from monai.utils import look_up_option
+from torch.nn.utils import clip_grad_norm_
+
+from smart_nets.engines.ema import ema_update_, unwrap
+from smart_nets.engines.schedules import SMARTSchedule
+from smart_nets.losses import SMARTLoss
+from smart_nets.transforms.masking import attention_guided_mask, random_token_mask
+
+__all__ = ["SMARTTrainer"]
+
+logger = logging.getLogger(__name__)
+MASKINGS = ("attention", "random")
+
+
+class SMARTTrainer(Trainer):
+    """SMART self-distillation pretraining.
+
+    Args:
+        device: where the networks run.
+        max_epochs: number of epochs.
+        train_data_loader: yields dicts with the two views ``(B, C, D, H, W)`` under ``view_keys`` and the
+            teacher's noise masks ``(B, d, h, w)`` under ``f"{view_key}{noise_postfix}"`` (see ``RandTwoViewsd``
+            and ``RandTokenMaskd``).
+        network: the student, a ``SMARTPretrainNet`` (possibly wrapped in DDP).
+        teacher: its EMA copy (``smart_nets.engines.make_teacher``); never receives gradients.
+        optimizer: optimizer of the student; its first group (``apply_weight_decay``) gets the scheduled weight
+            decay, every group the scheduled learning rate.
+        loss_function: a :class:`SMARTLoss`.
+        schedule: a :class:`SMARTSchedule`.
+        epoch_length: iterations per epoch (default: the loader's length).
+        non_blocking: non-blocking host-to-device copies.
+        masking: ``"attention"`` (SMART) or ``"random"`` (ablation: uniform random tokens).
+        mask_ratio: share of tokens masked for the student (0.75).
+        hint_ratio: hint size as a share of the masked tokens (0.1); attention masking only.
+        hint_pool: share of most-attended tokens the hint is drawn from (0.1).
+        clip_grad: max gradient norm of the student (0.3); 0 disables clipping.
+        freeze_last_layer_epochs: epochs during which the projection's last layer gets no update (1).
+        view_keys: batch keys of the two views.
+        noise_postfix: suffix of the teacher-noise mask keys.
+        seed: seed of the trainer's mask generator (offset by the process rank).
+        train_handlers: ignite/MONAI handlers to attach.
+        amp: mixed precision; used on CUDA only (ignored with a warning on CPU).
+        amp_kwargs: arguments of ``torch.autocast`` (e.g. ``{"dtype": torch.bfloat16}``).
+        iteration_update, event_names, event_to_attr: as in MONAI's ``Trainer``.
+
+    Raises:
+        ValueError: on an unknown ``masking``, a loss that is not a ``SMARTLoss`` or ratios outside [0, 1].
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader,
+        network: torch.nn.Module,
+        teacher: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_function: SMARTLoss,
+        schedule: SMARTSchedule,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        masking: str = "attention",
+        mask_ratio: float = 0.75,
+        hint_ratio: float = 0.1,
+        hint_pool: float = 0.1,
+        clip_grad: float = 0.3,
+        freeze_last_layer_epochs: float = 1.0,
+        view_keys: Sequence[str] = ("view1", "view2"),
+        noise_postfix: str = "_noise",
+        seed: int = 0,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        amp_kwargs: dict | None = None,
+        iteration_update: Callable[[Engine, object], object] | None = None,
+        event_names: list[str | EventEnum | type[EventEnum]] | None = None,
+        event_to_attr: dict | None = None,
+    ) -> None:
+        device = torch.device(device)
+        if amp and device.type != "cuda":
+            logger.warning("amp=True needs CUDA; training in float32 on %s", device)
+            amp = False
+        if not isinstance(loss_function, SMARTLoss):
+            raise ValueError(f"loss_function must be a SMARTLoss, got {type(loss_function).__name__}")
+        for name, value in (("mask_ratio", mask_ratio), ("hint_ratio", hint_ratio), ("hint_pool", hint_pool)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            iteration_update=iteration_update,
+            handlers=train_handlers,
+            amp=amp,
+            event_names=event_names,
+            event_to_attr=event_to_attr,
+            decollate=False,
+            amp_kwargs=amp_kwargs,
+        )
+        self.network = network
+        self.teacher = teacher
+        self.optimizer = optimizer
+        self.loss_function = loss_function
+        self.schedule = schedule
+        self.masking = look_up_option(masking, MASKINGS)
+        self.mask_ratio, self.hint_ratio, self.hint_pool = mask_ratio, hint_ratio, hint_pool
+        self.clip_grad = clip_grad
+        self.freeze_last_layer_epochs = freeze_last_layer_epochs
+        self.view_keys = tuple(view_keys)
+        self.noise_postfix = noise_postfix
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        self.generator = torch.Generator().manual_seed(seed + rank)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+
+    def _views(self, batchdata: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stack view 1 then view 2 along the batch: one forward pass each for teacher and student (DDP needs a
+        single forward per backward)."""
+        missing = [k for k in self.view_keys if k not in batchdata or f"{k}{self.noise_postfix}" not in batchdata]
+        if missing:
+            raise ValueError(f"batch lacks views or noise masks for {missing}; keys present: {sorted(batchdata)}")
+        views = torch.cat([torch.as_tensor(batchdata[k]) for k in self.view_keys])
+        noise = torch.cat([torch.as_tensor(batchdata[f"{k}{self.noise_postfix}"]) for k in self.view_keys])
+        device = self.state.device
+        return views.to(device, non_blocking=self.non_blocking), noise.to(device, non_blocking=self.non_blocking)
+
+    def _student_masks(self, attn_map: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+        b, n = attn_map.shape
+        if self.masking == "attention":
+            mask = attention_guided_mask(attn_map, self.mask_ratio, self.hint_ratio, self.hint_pool, self.generator)
+        else:
+            mask = random_token_mask(b, n, self.mask_ratio, self.generator, attn_map.device)
+        return mask.view(b, *grid)
+
+    def _apply_schedule(self, values: dict[str, float]) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = values["lr"]
+            if group.get("apply_weight_decay", False):
+                group["weight_decay"] = values["weight_decay"]
+
+    def _optimizer_step(self, engine: SMARTTrainer, loss: torch.Tensor) -> None:
+        engine.optimizer.zero_grad(set_to_none=True)
+        scaler = engine.scaler if engine.amp else None
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        if scaler is not None:
+            scaler.unscale_(engine.optimizer)
+        if engine.clip_grad > 0:
+            clip_grad_norm_(engine.network.parameters(), engine.clip_grad)
+        if engine.state.iteration <= engine.freeze_last_layer_epochs * engine.state.epoch_length:
+            for name, p in engine.network.named_parameters():
+                if "last_layer" in name:
+                    p.grad = None  # DINO: keep the prototypes still while the backbone settles
+        if scaler is not None:
+            scaler.step(engine.optimizer)
+            scaler.update()
+        else:
+            engine.optimizer.step()
+
+    def _iteration(self, engine: SMARTTrainer, batchdata: dict) -> list[dict]:
+        """One SMART step.
+
+        Returns:
+            ``[output]``: one dict with the total loss (``loss``, a 0-d tensor), its parts (``loss_cls``,
+            ``loss_patch``, ``loss_rec``), the scheduled values (``lr``, ``weight_decay``, ``momentum``,
+            ``teacher_temp``, ``teacher_temp_patch``) and ``masked_fraction``, as floats. The one-item list is the
+            layout of MONAI's decollated outputs, so ``StatsHandler``/``TensorBoardStatsHandler`` (default
+            ``lambda x: x[0]``) log every scalar and ``from_engine(["loss"], first=True)`` (MLflow tracking) finds
+            the loss.
+        """
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        views, noise = engine._views(batchdata)
+        step = engine.state.iteration - 1
+        values = engine.schedule(step, engine.state.max_epochs * engine.state.epoch_length)
+        engine._apply_schedule(values)
+        engine.network.train()
+        engine.teacher.eval()
+        with torch.autocast(views.device.type, enabled=engine.amp, **(engine.amp_kwargs or {})):
+            with torch.no_grad():
+                teacher_out = engine.teacher(views, noise, reconstruct=False)
+            masks = engine._student_masks(teacher_out["attn_map"], noise.shape[1:])
+            student_out = engine.network(views, masks)
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            losses = engine.loss_function(
+                student_out, teacher_out, views, masks, values["teacher_temp"], values["teacher_temp_patch"]
+            )
+            engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        if not torch.isfinite(losses["loss"]):
+            parts = {k: float(v) for k, v in losses.items()}
+            raise FloatingPointError(f"non-finite SMART loss at iteration {engine.state.iteration}: {parts}")
+        engine._optimizer_step(engine, losses["loss"])
+        ema_update_(engine.teacher, unwrap(engine.network), values["momentum"])
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        output = {"loss": losses["loss"].detach()}
+        output.update({f"loss_{k}": float(v.detach()) for k, v in losses.items() if k != "loss"})
+        output.update(values)
+        output["masked_fraction"] = float(masks.float().mean())
+        return [output]

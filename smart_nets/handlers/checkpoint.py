@@ -1,0 +1,93 @@
+"""Atomic checkpoints for long pretraining runs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from ignite.engine import Engine, Events
+
+__all__ = ["AtomicCheckpoint", "atomic_torch_save"]
+
+logger = logging.getLogger(__name__)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A run killed mid-write leaves the previous file intact under its name, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class AtomicCheckpoint:
+    """Save the state dicts of ``save_dict`` to one file, every N iterations and/or epochs and at completion.
+
+    MONAI's ``CheckpointSaver`` writes with ignite's ``DiskSaver(atomic=False)``, so a run killed while saving can
+    leave a truncated checkpoint in place of the last good one; this handler always writes atomically
+    (:func:`atomic_torch_save`) to a fixed name that resumption can point at. Only rank 0 writes.
+
+    Args:
+        save_dict: objects with ``state_dict()`` (networks, optimizer, loss, the trainer itself).
+        path: file to write, e.g. ``models/checkpoint.pt``.
+        every_n_iterations: save every N iterations (0: never).
+        every_n_epochs: save every N epochs (0: never).
+        on_completed: save when the run completes.
+        unwrap_single: with a single entry, save its state dict itself rather than ``{name: state_dict}`` (a plain
+            weights file that ``module.load_state_dict(torch.load(path, weights_only=True))`` reads).
+
+    Raises:
+        ValueError: when ``save_dict`` is empty or an entry has no ``state_dict``.
+    """
+
+    def __init__(
+        self,
+        save_dict: dict[str, Any],
+        path: str,
+        every_n_iterations: int = 0,
+        every_n_epochs: int = 1,
+        on_completed: bool = True,
+        unwrap_single: bool = False,
+    ) -> None:
+        bad = [k for k, v in save_dict.items() if not callable(getattr(v, "state_dict", None))]
+        if not save_dict or bad:
+            raise ValueError(f"save_dict needs objects with state_dict(); empty or without it: {bad or 'empty'}")
+        self.save_dict = save_dict
+        self.path = path
+        self.every_n_iterations = every_n_iterations
+        self.every_n_epochs = every_n_epochs
+        self.on_completed = on_completed
+        self.unwrap_single = unwrap_single
+
+    def attach(self, engine: Engine) -> None:
+        """Register on ``engine``'s iteration, epoch and completion events."""
+        if self.every_n_iterations > 0:
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every_n_iterations), self)
+        if self.every_n_epochs > 0:
+            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.every_n_epochs), self)
+        if self.on_completed:
+            engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        """Write the checkpoint (rank 0 only)."""
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            return
+        state = {k: v.state_dict() for k, v in self.save_dict.items()}
+        if self.unwrap_single and len(state) == 1:
+            state = next(iter(state.values()))
+        atomic_torch_save(state, self.path)
+        logger.info("saved %s at iteration %d", self.path, engine.state.iteration)

@@ -1,0 +1,5 @@
+"""Losses."""
+
+from smart_nets.losses.smart_loss import SMARTLoss
+
+__all__ = ["SMARTLoss"]

@@ -1,0 +1,10 @@
+"""Transforms: SMART's two-view sampling, token masks and input checks (MONAI dictionary transforms).
+
+CT intensity scaling reuses MONAI's ``ScaleIntensityRanged`` (HU window [-750, 1750] -> [0, 1], clipped).
+"""
+
+from smart_nets.transforms.checks import CheckFinited
+from smart_nets.transforms.masking import RandTokenMaskd, attention_guided_mask, random_token_mask
+from smart_nets.transforms.views import RandTwoViewsd
+
+__all__ = ["CheckFinited", "RandTokenMaskd", "RandTwoViewsd", "attention_guided_mask", "random_token_mask"]

@@ -1,0 +1,116 @@
+"""The smart_pretrain bundle through MONAI's real entry points: metadata, network I/O, demo run, resume, torchrun."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from smart_nets.data import generate_phantoms
+from smart_nets.networks.nets import SMARTSwin
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "smart_pretrain"
+SCHEMA = Path(__file__).parent / "fixtures" / "meta_schema_20240725.json"
+SCHEMA_MD5 = "06954cad2cc5d3784e72077ac76f0fc8"
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 600) -> str:
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    """A copy of the bundle (outputs land there, not in the repository) and 5 small phantoms."""
+    root = tmp_path_factory.mktemp("bundle")
+    shutil.copytree(BUNDLE, root / "smart_pretrain")
+    generate_phantoms(str(root / "data"), num=5, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0), val_fraction=0.2)
+    return root
+
+
+def _configs(bundle: Path, *names: str) -> str:
+    return "[" + ",".join(f"'{bundle / 'smart_pretrain' / 'configs' / n}'" for n in names) + "]"
+
+
+def test_metadata_and_network_io_verify(tmp_path):
+    schema = tmp_path / SCHEMA.name
+    shutil.copy(SCHEMA, schema)
+    _run(
+        [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", "configs/metadata.json"]
+        + ["--filepath", str(schema), "--hash_val", SCHEMA_MD5],
+        cwd=BUNDLE,
+    )
+    _run(
+        [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file"]
+        + ["configs/metadata.json", "--config_file", "configs/inference.json", "--device", "cpu"],
+        cwd=BUNDLE,
+    )
+
+
+def test_demo_run_writes_checkpoint_and_encoder_then_resumes(bundle):
+    common = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _configs(bundle, "train.json", "demo.json")]
+    common += ["--bundle_root", str(bundle / "smart_pretrain"), "--dataset_dir", str(bundle / "data")]
+    _run(common + ["--max_epochs", "2"], cwd=bundle)
+    models = bundle / "smart_pretrain" / "models"
+    checkpoint = torch.load(models / "checkpoint.pt", weights_only=True)
+    assert set(checkpoint) == {"trainer", "network", "teacher", "loss", "optimizer"}
+    assert checkpoint["trainer"]["iteration"] == 4  # 4 training phantoms, batch 2, 2 epochs
+    encoder = SMARTSwin(feature_size=12, depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 6))
+    state = torch.load(models / "model.pt", weights_only=True)
+    encoder.load_state_dict(state)  # strict: every tensor matches
+    teacher_encoder = {k[len("encoder.") :]: v for k, v in checkpoint["teacher"].items() if k.startswith("encoder.")}
+    assert all(torch.equal(state[k], teacher_encoder[k]) for k in state)
+
+    log = _run(common + ["--max_epochs", "3", "--resume", "true"], cwd=bundle)
+    assert "Restored all variables from" in log
+    assert torch.load(models / "checkpoint.pt", weights_only=True)["trainer"]["iteration"] == 6
+
+
+def test_torchrun_two_processes_gloo_keep_identical_students(bundle, tmp_path):
+    override = tmp_path / "test_ddp.json"
+    save = "$torch.save(smart_nets.engines.unwrap(@network).state_dict(), @bundle_root + f'/rank{dist.get_rank()}.pt')"
+    override.write_text(
+        "{"
+        '"backend": "gloo", "batch_size": 1, "max_epochs": 1,'
+        f'"finalize": ["{save}", "$dist.destroy_process_group()"]'
+        "}"
+    )
+    configs = _configs(bundle, "train.json", "multi_gpu_train.json", "demo.json")[:-1] + f",'{override}']"
+    env_root = bundle / "smart_pretrain"
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    args += ["-m", "monai.bundle", "run", "--config_file", configs, "--bundle_root", str(env_root)]
+    args += ["--dataset_dir", str(bundle / "data")]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(args, cwd=bundle, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rank0 = torch.load(env_root / "rank0.pt", weights_only=True)
+    rank1 = torch.load(env_root / "rank1.pt", weights_only=True)
+    assert rank0.keys() == rank1.keys()
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    initial = SMARTSwin(feature_size=12, depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 6)).state_dict()
+    assert not torch.equal(
+        rank0["encoder.patch_embed.weight"].shape and rank0["encoder.patch_embed.weight"], initial["patch_embed.weight"]
+    )
+
+
+def test_mlflow_tracking_logs_the_loss_to_a_local_store(bundle):
+    mlflow = pytest.importorskip("mlflow", reason="install the [tracking] extra (mlflow-skinny, sqlalchemy, alembic)")
+    root = bundle / "smart_pretrain"
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _configs(bundle, "train.json", "demo.json")]
+    args += ["--bundle_root", str(root), "--dataset_dir", str(bundle / "data"), "--max_epochs", "1"]
+    args += ["--tracking", "mlflow", "--output_dir", str(root / "tracked")]
+    _run(args, cwd=bundle)
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{root / 'tracked' / 'mlruns.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("monai_experiment").experiment_id])
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert len(history) == 2 and all(h.value > 0 for h in history)  # 2 iterations

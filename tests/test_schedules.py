@@ -1,0 +1,40 @@
+"""Per-iteration schedules hit their endpoints."""
+
+from __future__ import annotations
+
+import pytest
+
+from smart_nets.engines import SMARTSchedule, cosine_schedule, linear_warmup
+
+
+def test_cosine_schedule_endpoints_and_warmup():
+    assert cosine_schedule(0, 100, 0.996, 1.0) == pytest.approx(0.996)
+    assert cosine_schedule(99, 100, 0.996, 1.0) == 1.0
+    assert cosine_schedule(0, 100, 1.0, 0.0, warmup_steps=10) == 0.0
+    assert cosine_schedule(5, 100, 1.0, 0.0, warmup_steps=10) == pytest.approx(0.5)
+    assert cosine_schedule(10, 100, 1.0, 0.0, warmup_steps=10) == pytest.approx(1.0)
+    values = [cosine_schedule(s, 100, 1.0, 0.0, warmup_steps=10) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(values, values[1:]))  # monotone after warmup
+
+
+def test_schedule_rejects_steps_outside_the_run():
+    with pytest.raises(ValueError, match="step must be in"):
+        cosine_schedule(100, 100, 1.0, 0.0)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        cosine_schedule(0, 10, 1.0, 0.0, warmup_steps=10)
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        SMARTSchedule(warmup_fraction=1.0)
+
+
+def test_smart_schedule_is_indexed_per_iteration_over_the_whole_run():
+    s = SMARTSchedule(base_lr=8e-4, min_lr=1e-6, warmup_fraction=0.1, teacher_temp_warmup_fraction=0.3)
+    total = 1000
+    first, last = s(0, total), s(total - 1, total)
+    assert first["lr"] == 0.0 and s(100, total)["lr"] == pytest.approx(8e-4) and last["lr"] == pytest.approx(1e-6)
+    assert first["momentum"] == pytest.approx(0.996) and last["momentum"] == 1.0
+    assert first["weight_decay"] == pytest.approx(0.04) and last["weight_decay"] == pytest.approx(0.4)
+    assert first["teacher_temp_patch"] == pytest.approx(0.04) and s(300, total)["teacher_temp_patch"] == 0.07
+    assert s(150, total)["teacher_temp_patch"] == pytest.approx(0.055)
+    # momentum moves within an epoch, not only between epochs (the authors' code indexed it per epoch)
+    assert s(1, total)["momentum"] > first["momentum"]
+    assert linear_warmup(0, 0, 0.04, 0.07) == 0.07

@@ -1,0 +1,168 @@
+"""SMARTTrainer: EMA-only teacher, noisy teacher input, loss decrease, resumable schedules, clear input errors."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Events
+from monai.data import DataLoader, Dataset
+from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, ScaleIntensityRanged, SelectItemsd
+
+from smart_nets.data import generate_phantoms, load_datalist
+from smart_nets.engines import SMARTSchedule, SMARTTrainer, ema_update_, make_teacher, param_groups
+from smart_nets.losses import SMARTLoss
+from smart_nets.networks.nets import SMARTPretrainNet
+from smart_nets.transforms import CheckFinited, RandTokenMaskd, RandTwoViewsd
+
+K = 128
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    path = tmp_path_factory.mktemp("phantoms")
+    return generate_phantoms(str(path), num=5, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0), val_fraction=0.2)
+
+
+def _loader(datalist: str, teacher_mask_ratio: float = 0.3, batch_size: int = 2) -> DataLoader:
+    transform = Compose(
+        [
+            LoadImaged("image"),
+            EnsureChannelFirstd("image"),
+            ScaleIntensityRanged("image", -750, 1750, 0.0, 1.0, clip=True),
+            CheckFinited("image"),
+            RandTwoViewsd("image", roi_size=(64, 64, 64)),
+            RandTokenMaskd(["view1", "view2"], ratio=teacher_mask_ratio),
+            SelectItemsd(["view1", "view2", "view1_noise", "view2_noise"]),
+        ]
+    ).set_random_state(0)
+    return DataLoader(Dataset(load_datalist(datalist), transform), batch_size=batch_size, shuffle=False)
+
+
+def _trainer(loader: DataLoader, max_epochs: int, schedule: SMARTSchedule | None = None, **kwargs) -> SMARTTrainer:
+    net = SMARTPretrainNet(
+        feature_size=12,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 2, 3, 6),
+        drop_path_rate=0.0,
+        out_dim=K,
+        head_hidden_dim=64,
+        head_bottleneck_dim=32,
+    )
+    return SMARTTrainer(
+        "cpu",
+        max_epochs,
+        loader,
+        net,
+        make_teacher(net),
+        torch.optim.AdamW(param_groups(net), lr=1e-3),
+        SMARTLoss(K),
+        schedule or SMARTSchedule(base_lr=1e-3, warmup_fraction=0.0),
+        **kwargs,
+    )
+
+
+def _record(trainer: SMARTTrainer) -> list[dict]:
+    outputs: list[dict] = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(dict(e.state.output[0])))
+    return outputs
+
+
+def test_teacher_gets_no_gradient_and_moves_only_by_ema(phantoms):
+    trainer = _trainer(_loader(phantoms), max_epochs=2, freeze_last_layer_epochs=0)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: e.terminate())  # one step of a 4-step run
+    teacher_before = {n: p.clone() for n, p in trainer.teacher.named_parameters()}
+    student_before = {n: p.clone() for n, p in trainer.network.named_parameters()}
+    outputs = _record(trainer)
+    trainer.run()
+    m = trainer.schedule(0, 4)["momentum"]
+    assert len(outputs) == 1 and outputs[0]["momentum"] == pytest.approx(m) and m < 1.0
+    student = dict(trainer.network.named_parameters())
+    moved = 0
+    for name, p in trainer.teacher.named_parameters():
+        assert p.grad is None and not p.requires_grad
+        torch.testing.assert_close(p, m * teacher_before[name] + (1 - m) * student[name], rtol=0, atol=1e-6)
+        moved += int(not torch.equal(student[name], student_before[name]))
+    assert moved > 10  # the student did take an optimizer step
+
+
+def test_ema_arithmetic_for_a_known_momentum():
+    student, teacher = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        student.weight.fill_(1.0), student.bias.fill_(1.0), teacher.weight.fill_(3.0), teacher.bias.fill_(-1.0)
+    ema_update_(teacher, student, 0.9)
+    torch.testing.assert_close(teacher.weight, torch.full((1, 2), 0.9 * 3 + 0.1 * 1))
+    torch.testing.assert_close(teacher.bias, torch.tensor([0.9 * -1 + 0.1 * 1]))
+    with pytest.raises(ValueError, match="momentum"):
+        ema_update_(teacher, student, 1.5)
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.0])
+def test_teacher_sees_the_noise_masks_and_student_the_attention_masks(phantoms, ratio):
+    trainer = _trainer(_loader(phantoms, teacher_mask_ratio=ratio), max_epochs=1, epoch_length=1)
+    seen: dict[str, torch.Tensor] = {}
+    trainer.teacher.encoder.register_forward_pre_hook(lambda m, args: seen.__setitem__("teacher", args[1]))
+    trainer.network.encoder.register_forward_pre_hook(lambda m, args: seen.__setitem__("student", args[1]))
+    trainer.run()
+    teacher_mask, student_mask = seen["teacher"].flatten(1), seen["student"].flatten(1)
+    assert teacher_mask.shape == (4, 64)  # two views of two volumes
+    assert teacher_mask.sum(1).tolist() == [round(ratio * 64)] * 4
+    assert student_mask.sum(1).tolist() == [48 - 5] * 4  # 75% minus a hint of 10% of them
+
+
+def test_thirty_iterations_lower_the_loss(phantoms):
+    trainer = _trainer(_loader(phantoms), max_epochs=15, schedule=SMARTSchedule(base_lr=5e-4, warmup_fraction=0.1))
+    outputs = _record(trainer)
+    trainer.run()
+    losses = [o["loss"].item() for o in outputs]
+    assert len(losses) == 30
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5
+
+
+def test_resumed_training_continues_iterations_and_schedules(phantoms):
+    schedule = SMARTSchedule(base_lr=1e-3, warmup_fraction=0.25)
+    first = _trainer(_loader(phantoms), max_epochs=2, schedule=schedule)
+    first.run()
+    state = {
+        k: v.state_dict() for k, v in (("trainer", first), ("teacher", first.teacher), ("loss", first.loss_function))
+    }
+    second = _trainer(_loader(phantoms), max_epochs=4, schedule=schedule)
+    second.teacher.load_state_dict(state["teacher"])
+    second.loss_function.load_state_dict(state["loss"])
+
+    @second.on(Events.STARTED)
+    def _resume(engine):
+        engine.load_state_dict(state["trainer"])
+        engine.state.max_epochs = 4
+
+    outputs = _record(second)
+    second.run()
+    assert len(outputs) == 4 and second.state.iteration == 8
+    assert outputs[0]["lr"] == pytest.approx(schedule(4, 8)["lr"])
+    assert outputs[-1]["momentum"] == 1.0
+
+
+def test_missing_datalist_and_image_are_named(tmp_path, phantoms):
+    with pytest.raises(FileNotFoundError, match="nowhere/dataset.json"):
+        load_datalist(str(tmp_path / "nowhere" / "dataset.json"))
+    broken = tmp_path / "dataset.json"
+    broken.write_text('{"training": [{"image": "imagesTr/gone.nii.gz"}]}')
+    with pytest.raises(FileNotFoundError, match="gone.nii.gz"):
+        load_datalist(str(broken))
+
+
+def test_nan_volume_is_named(tmp_path):
+    path = tmp_path / "nan_ct.nii.gz"
+    data = np.zeros((64, 64, 64), dtype=np.float32)
+    data[3, 4, 5] = np.nan
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    transform = Compose([LoadImaged("image"), EnsureChannelFirstd("image"), CheckFinited("image")])
+    with pytest.raises(Exception) as info:  # MONAI's Compose wraps it: look along the chain of causes
+        transform({"image": str(path)})
+    messages = []
+    error: BaseException | None = info.value
+    while error is not None:
+        messages.append(str(error))
+        error = error.__cause__
+    assert any(m.endswith("nan_ct.nii.gz: image has 1 non-finite voxels (NaN or inf)") for m in messages)
