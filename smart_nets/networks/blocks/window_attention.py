@@ -50,8 +50,9 @@ def _partition(grid: np.ndarray, window_size: Sequence[int]) -> np.ndarray:
     return grid.reshape(d // wd, wd, h // wh, wh, w // ww, ww).transpose(0, 2, 4, 1, 3, 5).reshape(-1, wd * wh * ww)
 
 
-# The two caches below hold NumPy arrays, turned into tensors on every call, so that two traces of the same network
-# record the same graph (torch.jit.trace's check re-traces; a cached tensor would be created in only one of them).
+# The two caches below hold NumPy arrays. Eager code keeps device copies of them (_on_device); traced code makes fresh
+# tensors on every call, so that two traces of the same network record the same graph (torch.jit.trace's check
+# re-traces, and a cached tensor would be created in only one of them).
 @functools.lru_cache(maxsize=32)
 def _shift_mask(dims: tuple[int, int, int], window_size: tuple[int, ...], shift_size: tuple[int, ...]) -> np.ndarray:
     """The ``(num_windows, n, n)`` additive mask of a shifted-window layer on a padded grid: -100 between positions
@@ -77,6 +78,32 @@ def _window_order(
     return order, np.argsort(order)
 
 
+def _exporting() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+@functools.lru_cache(maxsize=64)
+def _on_device(
+    device: torch.device, dims: tuple[int, int, int], window_size: tuple[int, ...], shift_size: tuple[int, ...]
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Shift mask, order and inverse order as tensors on ``device``, built once (a host-to-device copy per block
+    and step cost a quarter of a GPU forward pass)."""
+    mask = None
+    if any(s > 0 for s in shift_size):
+        mask = torch.as_tensor(_shift_mask(dims, window_size, shift_size), device=device)
+    order, inverse = (torch.as_tensor(t, device=device) for t in _window_order(dims, window_size, shift_size))
+    return mask, order, inverse
+
+
+def _window_tensors(
+    device: torch.device, dims: tuple[int, int, int], window_size: tuple[int, ...], shift_size: tuple[int, ...]
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """:func:`_on_device`, except under tracing or export, where fresh tensors keep every trace's graph the same."""
+    if not _exporting():
+        return _on_device(device, dims, tuple(window_size), tuple(shift_size))
+    return _on_device.__wrapped__(device, dims, tuple(window_size), tuple(shift_size))
+
+
 class _GatherTokens(torch.autograd.Function):
     """``x.index_select(1, order)`` whose backward is the inverse gather, not a scatter-add.
 
@@ -97,7 +124,7 @@ class _GatherTokens(torch.autograd.Function):
 
 def _gather_tokens(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
     """Permute the tokens of ``x`` ``(B, L, C)`` along ``L``."""
-    if torch.is_grad_enabled() and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+    if torch.is_grad_enabled() and not _exporting():
         return _GatherTokens.apply(x, order, inverse)
     return x.index_select(1, order)
 
@@ -188,7 +215,7 @@ class WindowAttention(nn.Module):
         """
         heads, n = q.shape[1], q.shape[2]
         drop = self.attn_drop_rate if self.training else 0.0
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        if _exporting():
             scores = ((q * self.scale) @ k.transpose(-2, -1)).view(-1, *bias.shape[1:]) + bias
             return scores.view(-1, heads, n, n).softmax(dim=-1) @ v
         if q.device.type == "cpu" and torch.is_grad_enabled() and drop == 0.0:
@@ -278,10 +305,7 @@ class SwinBlock(nn.Module):
         if any(p > 0 for p in pads):
             x = F.pad(x, (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
         dims = (d + pads[0], h + pads[1], w + pads[2])
-        shift_mask = None
-        if any(s > 0 for s in shift_size):
-            shift_mask = torch.as_tensor(_shift_mask(dims, window_size, shift_size), device=x.device)
-        order, inverse = (torch.as_tensor(t, device=x.device) for t in _window_order(dims, window_size, shift_size))
+        shift_mask, order, inverse = _window_tensors(x.device, dims, window_size, shift_size)
         n = window_size[0] * window_size[1] * window_size[2]
         windows = _gather_tokens(x.reshape(-1, order.numel(), c), order, inverse).view(-1, n, c)
         windows = self.attn(windows, window_size, shift_mask).view(-1, order.numel(), c)
