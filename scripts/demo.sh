@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's demo command, end to end on a CPU: set up ./.venv, generate synthetic CT phantoms, pretrain a tiny
-# SMART encoder on them with the smart_pretrain bundle. Later stages (finetune, predict, export) are appended here
-# as the bundles land.
+# SMART encoder on them (smart_pretrain), finetune it for tumour segmentation (smart_seg) and segment the validation
+# phantoms, printing their Dice. Later stages (outcome prediction, export) are appended here as the bundles land.
 #   DATA_DIR (default data/phantoms)  NUM_PHANTOMS (default 16)  FAST_MALLOC=0 to keep glibc's default allocator
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,18 +15,45 @@ if [ "${FAST_MALLOC:-1}" != "0" ]; then
     export GLIBC_TUNABLES="glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 fi
 
-echo "[demo] 1/3 generating $NUM_PHANTOMS CT phantoms in $DATA_DIR"
+echo "[demo] 1/5 generating $NUM_PHANTOMS CT phantoms in $DATA_DIR"
 python -m smart_nets.data.phantoms "$DATA_DIR" --num "$NUM_PHANTOMS" --seed 0 >/dev/null
 
-echo "[demo] 2/3 SMARTSwin encoder smoke run"
+echo "[demo] 2/5 SMARTSwin encoder smoke run"
 python -m smart_nets.smoke "$DATA_DIR/dataset.json" --num 2 --out_dir outputs/smoke >/dev/null
 
-echo "[demo] 3/3 SMART pretraining (bundles/smart_pretrain, configs/demo.json)"
+echo "[demo] 3/5 SMART pretraining (bundles/smart_pretrain, configs/demo.json)"
 PRE=bundles/smart_pretrain
 python -m monai.bundle run --config_file "['$PRE/configs/train.json','$PRE/configs/demo.json']" \
     --bundle_root "$PRE" --dataset_dir "$DATA_DIR" --output_dir outputs/pretrain --ckpt_dir outputs/pretrain/models \
     2>&1 | grep -v "^Epoch \[" | grep -E "Epoch: [0-9]+/[0-9]+, Iter|saved|finished|Error|error" || true
 test -f outputs/pretrain/models/model.pt || { echo "[demo] pretraining did not write its encoder" >&2; exit 1; }
 
+echo "[demo] 4/5 finetuning tumour segmentation from the pretrained encoder (bundles/smart_seg, configs/demo.json)"
+SEG=bundles/smart_seg
+python -m monai.bundle run --config_file "['$SEG/configs/train.json','$SEG/configs/demo.json']" \
+    --bundle_root "$SEG" --dataset_dir "$DATA_DIR" --pretrained_path outputs/pretrain/models/model.pt \
+    --output_dir outputs/seg --ckpt_dir outputs/seg/models \
+    2>&1 | grep -v "^Epoch \[" | grep -E "pretrained encoder|Metrics -- .*val_mean_dice|Error|error" || true
+test -f outputs/seg/models/model.pt || { echo "[demo] segmentation training did not write its model" >&2; exit 1; }
+
+echo "[demo] 5/5 segmenting the validation phantoms and scoring them (configs/evaluate.json + inference.json)"
+python -m monai.bundle run --config_file "['$SEG/configs/train.json','$SEG/configs/demo.json','$SEG/configs/evaluate.json']" \
+    --bundle_root "$SEG" --dataset_dir "$DATA_DIR" --ckpt_dir outputs/seg/models --output_dir outputs/seg/evaluation \
+    >/dev/null 2>&1
+python - <<'PY'
+import csv
+rows = list(csv.reader(open("outputs/seg/evaluation/val_mean_dice_raw.csv")))
+for row in rows[1:]:
+    print(f"[demo]   {row[0].split('/')[-1]:<28} tumour Dice {float(row[-1]):.3f}")
+metrics = dict(line.split(",") for line in open("outputs/seg/evaluation/metrics.csv").read().split())
+print(f"[demo]   mean tumour Dice {float(metrics['val_mean_dice']):.3f}, HD95 {float(metrics['val_hausdorff95']):.1f} mm")
+PY
+python -m monai.bundle run --config_file "['$SEG/configs/inference.json','$SEG/configs/demo.json']" \
+    --bundle_root "$SEG" --ckpt_dir outputs/seg/models --output_dir outputs/seg/predictions \
+    --datalist "\$[i['image'] for i in smart_nets.data.load_datalist('$DATA_DIR/dataset.json', 'validation')]" \
+    >/dev/null 2>&1
+echo "[demo]   masks in the input space: $(ls outputs/seg/predictions/*_seg.nii.gz | wc -l) files in outputs/seg/predictions"
+
 echo "[demo] done in $(( $(date +%s) - START )) s: phantoms in $DATA_DIR, attention maps in outputs/smoke,"
-echo "       pretrained encoder outputs/pretrain/models/model.pt, TensorBoard logs in outputs/pretrain"
+echo "       pretrained encoder outputs/pretrain/models/model.pt, segmentation model outputs/seg/models/model.pt,"
+echo "       TensorBoard logs in outputs/pretrain and outputs/seg"

@@ -204,11 +204,13 @@ def _vessels(c: _Canvas, hu: np.ndarray, rng: np.random.Generator, w0: float) ->
             hu[box][vessel] = 40.0
 
 
-def _tumour(c: _Canvas, hu: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, float]]:
+def _tumour(
+    c: _Canvas, hu: np.ndarray, rng: np.random.Generator, radius_range: Sequence[float]
+) -> tuple[np.ndarray, dict[str, float]]:
     """A lobulated, textured lung tumour wholly inside one lung; returns its mask and its hidden properties."""
     lungs = _erode(np.isin(c.labels, (_ID["lung_left"], _ID["lung_right"])))  # lung on every side of the tumour
     candidates = np.argwhere(lungs)
-    radius = float(np.exp(rng.uniform(np.log(7.0), np.log(24.0))))
+    radius = float(np.exp(rng.uniform(np.log(radius_range[0]), np.log(radius_range[1]))))
     for _ in range(200):
         centre_idx = candidates[rng.integers(len(candidates))]
         centre = np.array([c.u.ravel()[centre_idx[0]], c.v.ravel()[centre_idx[1]], c.w.ravel()[centre_idx[2]]])
@@ -275,6 +277,7 @@ def make_phantom(
     seed: int | Sequence[int] = 0,
     shape: Sequence[int] = (128, 128, 64),
     spacing: Sequence[float] = (2.5, 2.5, 5.0),
+    tumour_radius: Sequence[float] = (7.0, 24.0),
 ) -> Phantom:
     """Generate one phantom in memory.
 
@@ -283,6 +286,7 @@ def make_phantom(
         shape: ``(X, Y, Z)`` voxels.
         spacing: ``(X, Y, Z)`` voxel size in mm; the body is ~300 mm wide, so keep ``shape * spacing`` around
             320 x 320 x 300 mm for a whole chest and upper abdomen.
+        tumour_radius: (min, max) main radius of the tumour in mm, drawn log-uniformly.
 
     Returns:
         A :class:`Phantom`.
@@ -294,13 +298,15 @@ def make_phantom(
         raise ValueError(f"shape must be three integers >= 8, got {tuple(shape)}")
     if len(spacing) != 3 or any(not s > 0 for s in spacing):
         raise ValueError(f"spacing must be three positive numbers (mm), got {tuple(spacing)}")
+    if len(tumour_radius) != 2 or not 0 < tumour_radius[0] <= tumour_radius[1]:
+        raise ValueError(f"tumour_radius must be (min, max) mm with 0 < min <= max, got {tuple(tumour_radius)}")
     rng = np.random.default_rng(seed)
     c = _Canvas([int(n) for n in shape], [float(s) for s in spacing])
     hu, w0 = _anatomy(c, rng)
     if not np.isin(c.labels, (_ID["lung_left"], _ID["lung_right"])).any():
         raise ValueError(f"field of view {np.multiply(shape, spacing)} mm holds no lung; enlarge shape or spacing")
     _vessels(c, hu, rng, w0)
-    tumour, props = _tumour(c, hu, rng)
+    tumour, props = _tumour(c, hu, rng, tumour_radius)
     # CT noise is spatially correlated: smooth white noise in-plane before adding it
     noise = rng.standard_normal(c.shape)
     noise = 0.25 * (np.roll(noise, 1, 0) + np.roll(noise, -1, 0) + np.roll(noise, 1, 1) + np.roll(noise, -1, 1)) + noise
@@ -344,6 +350,7 @@ def generate_phantoms(
     shape: Sequence[int] = (128, 128, 64),
     spacing: Sequence[float] = (2.5, 2.5, 5.0),
     val_fraction: float = 0.25,
+    tumour_radius: Sequence[float] = (7.0, 24.0),
 ) -> str:
     """Write ``num`` phantoms and an MSD-style ``dataset.json`` under ``out_dir``.
 
@@ -359,6 +366,7 @@ def generate_phantoms(
         shape: ``(X, Y, Z)`` voxels per volume.
         spacing: ``(X, Y, Z)`` voxel size in mm.
         val_fraction: share of cases (the last ones) in the ``validation`` list; at least one case each side.
+        tumour_radius: (min, max) main tumour radius in mm.
 
     Returns:
         The path of ``dataset.json``.
@@ -375,7 +383,7 @@ def generate_phantoms(
     items = []
     for i in tqdm(range(int(num)), desc="phantoms", unit="case"):
         case = f"phantom_{i:03d}"
-        p = make_phantom((int(seed), i), shape, spacing)
+        p = make_phantom((int(seed), i), shape, spacing, tumour_radius)
         files = {
             "image": f"imagesTr/{case}.nii.gz",
             "label": f"labelsTr/{case}.nii.gz",
@@ -398,7 +406,12 @@ def generate_phantoms(
             "response": "1 = responder (Task I, immunotherapy response)",
             "recurrence": "1 = recurrence (Task II)",
         },
-        "generator": {"seed": int(seed), "shape": [int(s) for s in shape], "spacing": [float(s) for s in spacing]},
+        "generator": {
+            "seed": int(seed),
+            "shape": [int(s) for s in shape],
+            "spacing": [float(s) for s in spacing],
+            "tumour_radius": [float(r) for r in tumour_radius],
+        },
         "numTraining": num - n_val,
         "numValidation": n_val,
         "training": items[: num - n_val],

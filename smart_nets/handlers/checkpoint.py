@@ -49,6 +49,8 @@ class AtomicCheckpoint:
         on_completed: save when the run completes.
         unwrap_single: with a single entry, save its state dict itself rather than ``{name: state_dict}`` (a plain
             weights file that ``module.load_state_dict(torch.load(path, weights_only=True))`` reads).
+        key_metric: attach to an evaluator instead and save only when ``engine.state.metrics[key_metric]`` beats
+            the best value seen so far (higher is better); the interval arguments are then ignored.
 
     Raises:
         ValueError: when ``save_dict`` is empty or an entry has no ``state_dict``.
@@ -62,6 +64,7 @@ class AtomicCheckpoint:
         every_n_epochs: int = 1,
         on_completed: bool = True,
         unwrap_single: bool = False,
+        key_metric: str | None = None,
     ) -> None:
         bad = [k for k, v in save_dict.items() if not callable(getattr(v, "state_dict", None))]
         if not save_dict or bad:
@@ -72,15 +75,27 @@ class AtomicCheckpoint:
         self.every_n_epochs = every_n_epochs
         self.on_completed = on_completed
         self.unwrap_single = unwrap_single
+        self.key_metric = key_metric
+        self.best = float("-inf")
 
     def attach(self, engine: Engine) -> None:
-        """Register on ``engine``'s iteration, epoch and completion events."""
+        """Register on ``engine``'s iteration, epoch and completion events (epoch completion only with a key
+        metric)."""
+        if self.key_metric is not None:
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self._save_if_better)
+            return
         if self.every_n_iterations > 0:
             engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every_n_iterations), self)
         if self.every_n_epochs > 0:
             engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.every_n_epochs), self)
         if self.on_completed:
             engine.add_event_handler(Events.COMPLETED, self)
+
+    def _save_if_better(self, engine: Engine) -> None:
+        value = float(engine.state.metrics[self.key_metric])
+        if value > self.best:
+            self.best = value
+            self(engine)
 
     def __call__(self, engine: Engine) -> None:
         """Write the checkpoint (rank 0 only)."""

@@ -1,3 +1,3 @@
 """Networks and their building blocks."""
 
-from smart_nets.networks import blocks, nets  # noqa: F401
+from smart_nets.networks import blocks, nets, pretrained  # noqa: F401

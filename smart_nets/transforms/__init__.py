@@ -3,8 +3,16 @@
 CT intensity scaling reuses MONAI's ``ScaleIntensityRanged`` (HU window [-750, 1750] -> [0, 1], clipped).
 """
 
-from smart_nets.transforms.checks import CheckFinited
+from smart_nets.transforms.checks import CheckFinited, CheckSegmentationd, LoadImageCheckedd
 from smart_nets.transforms.masking import RandTokenMaskd, attention_guided_mask, random_token_mask
 from smart_nets.transforms.views import RandTwoViewsd
 
-__all__ = ["CheckFinited", "RandTokenMaskd", "RandTwoViewsd", "attention_guided_mask", "random_token_mask"]
+__all__ = [
+    "CheckFinited",
+    "CheckSegmentationd",
+    "LoadImageCheckedd",
+    "RandTokenMaskd",
+    "RandTwoViewsd",
+    "attention_guided_mask",
+    "random_token_mask",
+]

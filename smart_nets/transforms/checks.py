@@ -7,9 +7,9 @@ from collections.abc import Mapping
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform
+from monai.transforms import LoadImaged, MapTransform
 
-__all__ = ["CheckFinited"]
+__all__ = ["CheckFinited", "CheckSegmentationd", "LoadImageCheckedd"]
 
 
 class CheckFinited(MapTransform):
@@ -36,4 +36,75 @@ class CheckFinited(MapTransform):
                 meta = data[key].meta if isinstance(data[key], MetaTensor) else {}
                 source = meta.get("filename_or_obj", f"item '{key}'")
                 raise ValueError(f"{source}: {key} has {bad} non-finite voxels (NaN or inf)")
+        return data
+
+
+def _source(data: Mapping, key: str) -> str:
+    value = data.get(key)
+    meta = value.meta if isinstance(value, MetaTensor) else {}
+    return str(meta.get("filename_or_obj", f"item '{key}'"))
+
+
+class LoadImageCheckedd(LoadImaged):
+    """MONAI's ``LoadImaged``, re-raising read errors with the file's name.
+
+    A truncated ``.nii.gz`` otherwise surfaces as a bare ``EOFError: Compressed file ended before the
+    end-of-stream marker was reached`` with no file to look at.
+
+    Args:
+        keys: keys to load.
+        **kwargs: as ``LoadImaged``.
+
+    Raises:
+        ValueError: ``"<file>: cannot read <key> (<original error>)"``.
+    """
+
+    def __call__(self, data, reader=None):
+        try:
+            return super().__call__(data, reader)
+        except Exception as e:
+            names = [str(data[k]) for k in self.keys if k in data]
+            raise ValueError(
+                f"{', '.join(names)}: cannot read {'/'.join(map(str, self.keys))} ({type(e).__name__}: {e})"
+            ) from e
+
+
+class CheckSegmentationd(MapTransform):
+    """Check an image/label pair as loaded: a 3D image, a label of the same spatial shape, only known classes.
+
+    Run it right after ``EnsureChannelFirstd`` (before resampling), so that the shapes are those of the files.
+
+    Args:
+        image_key: image key (``(C, D, H, W)`` expected).
+        label_key: label key; absent labels (inference) are skipped.
+        num_classes: labels must be integers in ``[0, num_classes)``.
+
+    Raises:
+        ValueError: naming the file(s): a 2D image, an image/label shape mismatch, or label values outside the classes.
+    """
+
+    def __init__(self, image_key: str = "image", label_key: str = "label", num_classes: int = 2) -> None:
+        super().__init__([image_key], allow_missing_keys=True)
+        self.image_key, self.label_key, self.num_classes = image_key, label_key, num_classes
+
+    def __call__(self, data: Mapping) -> Mapping:
+        image = data[self.image_key]
+        if image.ndim != 4:
+            raise ValueError(
+                f"{_source(data, self.image_key)}: a 3D volume is needed, got an image of shape "
+                f"{tuple(image.shape)} (channel first) - is it a 2D slice?"
+            )
+        if self.label_key not in data:
+            return data
+        label = data[self.label_key]
+        if tuple(label.shape[1:]) != tuple(image.shape[1:]):
+            raise ValueError(
+                f"image {_source(data, self.image_key)} has spatial shape {tuple(image.shape[1:])} but label "
+                f"{_source(data, self.label_key)} has {tuple(label.shape[1:])}"
+            )
+        values = torch.unique(torch.as_tensor(label))
+        bad = [int(v) if v == int(v) else v for v in values.tolist() if v != int(v) or not 0 <= v < self.num_classes]
+        if bad:
+            classes = f"0..{self.num_classes - 1}"
+            raise ValueError(f"{_source(data, self.label_key)}: label values {bad[:10]} outside the classes {classes}")
         return data

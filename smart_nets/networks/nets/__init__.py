@@ -1,7 +1,16 @@
 """Networks referenced by the bundles' ``network_def``."""
 
-from smart_nets.networks.nets.attention_map import SMARTAttentionMap
+from smart_nets.networks.nets.attention_map import EncoderAttentionMap, SMARTAttentionMap, attention_heatmap
 from smart_nets.networks.nets.smart_pretrain import SMARTPretrainNet
 from smart_nets.networks.nets.smart_swin import SMARTSwin, SMARTSwinOutput
+from smart_nets.networks.nets.smart_unetr import SMARTUNETR
 
-__all__ = ["SMARTAttentionMap", "SMARTPretrainNet", "SMARTSwin", "SMARTSwinOutput"]
+__all__ = [
+    "EncoderAttentionMap",
+    "attention_heatmap",
+    "SMARTAttentionMap",
+    "SMARTPretrainNet",
+    "SMARTSwin",
+    "SMARTSwinOutput",
+    "SMARTUNETR",
+]
