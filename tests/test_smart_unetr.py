@@ -103,3 +103,17 @@ def test_corrupt_nifti_names_the_file(tmp_path):
     with pytest.raises(Exception) as info:
         _check(item)
     assert "ct.nii.gz" in _messages(info) and "cannot read" in _messages(info)
+
+
+def test_spacing_keeps_monai_label_image_path_which_monai_spacingd_trips_on(tmp_path):
+    from monai.transforms import Spacingd
+
+    from smart_nets.transforms import SpacingExtrasSafed
+
+    item = _pair(tmp_path, np.zeros((32, 32, 16), np.int16), np.zeros((32, 32, 16), np.uint8))
+    data = Compose([LoadImageCheckedd("image"), EnsureChannelFirstd("image")])({"image": item["image"]})
+    data["image_path"] = item["image"]  # what MONAI Label's BundleInferTask adds
+    with pytest.raises(Exception):
+        Spacingd("image", pixdim=(2.0, 2.0, 2.0))(dict(data))
+    out = SpacingExtrasSafed("image", pixdim=(2.0, 2.0, 2.0))(dict(data))
+    assert out["image_path"] == item["image"] and out["image"].shape == (1, 16, 16, 8)

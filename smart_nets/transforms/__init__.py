@@ -3,7 +3,7 @@
 CT intensity scaling reuses MONAI's ``ScaleIntensityRanged`` (HU window [-750, 1750] -> [0, 1], clipped).
 """
 
-from smart_nets.transforms.checks import CheckFinited, CheckSegmentationd, LoadImageCheckedd
+from smart_nets.transforms.checks import CheckFinited, CheckSegmentationd, LoadImageCheckedd, SpacingExtrasSafed
 from smart_nets.transforms.masking import RandTokenMaskd, attention_guided_mask, random_token_mask
 from smart_nets.transforms.views import RandTwoViewsd
 
@@ -13,6 +13,7 @@ __all__ = [
     "LoadImageCheckedd",
     "RandTokenMaskd",
     "RandTwoViewsd",
+    "SpacingExtrasSafed",
     "attention_guided_mask",
     "random_token_mask",
 ]

@@ -1,4 +1,4 @@
-"""Input checks that fail early with the file's name, before a bad volume reaches the network."""
+"""Input checks that fail early with the file's name, and a MONAI Label-safe ``Spacingd``."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Mapping
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import LoadImaged, MapTransform
+from monai.transforms import LoadImaged, MapTransform, Spacingd
 
-__all__ = ["CheckFinited", "CheckSegmentationd", "LoadImageCheckedd"]
+__all__ = ["CheckFinited", "CheckSegmentationd", "LoadImageCheckedd", "SpacingExtrasSafed"]
 
 
 class CheckFinited(MapTransform):
@@ -108,3 +108,26 @@ class CheckSegmentationd(MapTransform):
             classes = f"0..{self.num_classes - 1}"
             raise ValueError(f"{_source(data, self.label_key)}: label values {bad[:10]} outside the classes {classes}")
         return data
+
+
+class SpacingExtrasSafed(Spacingd):
+    """MONAI's ``Spacingd``, tolerant of non-dictionary items whose names start with ``"<key>_"``.
+
+    With MONAI 1.6, ``Spacingd`` calls ``.update(meta)`` on every item named ``"<key>_..."`` (meant for the old
+    ``image_meta_dict``), so a string such as MONAI Label's ``image_path`` makes it crash (MONAI PR #8269). This
+    subclass sets such items aside during the call and puts them back unchanged; everything else, the inverse
+    included, is MONAI's.
+
+    Args:
+        keys: as ``Spacingd``.
+        **kwargs: as ``Spacingd``.
+    """
+
+    def __call__(self, data: Mapping, lazy: bool | None = None) -> dict:
+        prefixes = tuple(f"{k}_" for k in self.keys)
+        extras = {
+            k: v for k, v in data.items() if isinstance(k, str) and k.startswith(prefixes) and not isinstance(v, dict)
+        }
+        out = super().__call__({k: v for k, v in data.items() if k not in extras}, lazy=lazy)
+        out.update(extras)
+        return out
