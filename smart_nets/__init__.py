@@ -6,4 +6,4 @@ plain ``$import smart_nets``.
 
 __version__ = "0.2.0"
 
-from smart_nets import data, engines, handlers, losses, networks, transforms  # noqa: E402,F401
+from smart_nets import data, engines, handlers, losses, metrics, networks, transforms  # noqa: E402,F401

@@ -1,6 +1,7 @@
 """Networks referenced by the bundles' ``network_def``."""
 
 from smart_nets.networks.nets.attention_map import EncoderAttentionMap, SMARTAttentionMap, attention_heatmap
+from smart_nets.networks.nets.smart_classifier import SMARTClassifier
 from smart_nets.networks.nets.smart_pretrain import SMARTPretrainNet
 from smart_nets.networks.nets.smart_swin import SMARTSwin, SMARTSwinOutput
 from smart_nets.networks.nets.smart_unetr import SMARTUNETR
@@ -9,6 +10,7 @@ __all__ = [
     "EncoderAttentionMap",
     "attention_heatmap",
     "SMARTAttentionMap",
+    "SMARTClassifier",
     "SMARTPretrainNet",
     "SMARTSwin",
     "SMARTSwinOutput",
