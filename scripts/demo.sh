@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's demo command, end to end on a CPU: set up ./.venv, generate synthetic CT phantoms, pretrain a tiny
 # SMART encoder on them (smart_pretrain), finetune it for tumour segmentation (smart_seg) and segment the validation
-# phantoms, printing their Dice. Later stages (outcome prediction, export) are appended here as the bundles land.
+# phantoms, printing their Dice, then trains the response endpoint (smart_response) and prints its validation AUC
+# with a bootstrap 95% CI. Export joins this script when it lands.
 #   DATA_DIR (default data/phantoms)  NUM_PHANTOMS (default 16)  FAST_MALLOC=0 to keep glibc's default allocator
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,28 +16,29 @@ if [ "${FAST_MALLOC:-1}" != "0" ]; then
     export GLIBC_TUNABLES="glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 fi
 
-echo "[demo] 1/5 generating $NUM_PHANTOMS CT phantoms in $DATA_DIR"
+echo "[demo] 1/7 generating $NUM_PHANTOMS CT phantoms in $DATA_DIR"
 python -m smart_nets.data.phantoms "$DATA_DIR" --num "$NUM_PHANTOMS" --seed 0 >/dev/null
 
-echo "[demo] 2/5 SMARTSwin encoder smoke run"
+echo "[demo] 2/7 SMARTSwin encoder smoke run"
 python -m smart_nets.smoke "$DATA_DIR/dataset.json" --num 2 --out_dir outputs/smoke >/dev/null
 
-echo "[demo] 3/5 SMART pretraining (bundles/smart_pretrain, configs/demo.json)"
+echo "[demo] 3/7 SMART pretraining (bundles/smart_pretrain, configs/demo.json)"
 PRE=bundles/smart_pretrain
 python -m monai.bundle run --config_file "['$PRE/configs/train.json','$PRE/configs/demo.json']" \
     --bundle_root "$PRE" --dataset_dir "$DATA_DIR" --output_dir outputs/pretrain --ckpt_dir outputs/pretrain/models \
+    --train#progress_bar#disable true \
     2>&1 | grep -v "^Epoch \[" | grep -E "Epoch: [0-9]+/[0-9]+, Iter|saved|finished|Error|error" || true
 test -f outputs/pretrain/models/model.pt || { echo "[demo] pretraining did not write its encoder" >&2; exit 1; }
 
-echo "[demo] 4/5 finetuning tumour segmentation from the pretrained encoder (bundles/smart_seg, configs/demo.json)"
+echo "[demo] 4/7 finetuning tumour segmentation from the pretrained encoder (bundles/smart_seg, configs/demo.json)"
 SEG=bundles/smart_seg
 python -m monai.bundle run --config_file "['$SEG/configs/train.json','$SEG/configs/demo.json']" \
     --bundle_root "$SEG" --dataset_dir "$DATA_DIR" --pretrained_path outputs/pretrain/models/model.pt \
-    --output_dir outputs/seg --ckpt_dir outputs/seg/models \
+    --output_dir outputs/seg --ckpt_dir outputs/seg/models --train#progress_bar#disable true \
     2>&1 | grep -v "^Epoch \[" | grep -E "pretrained encoder|Metrics -- .*val_mean_dice|Error|error" || true
 test -f outputs/seg/models/model.pt || { echo "[demo] segmentation training did not write its model" >&2; exit 1; }
 
-echo "[demo] 5/5 segmenting the validation phantoms and scoring them (configs/evaluate.json + inference.json)"
+echo "[demo] 5/7 segmenting the validation phantoms and scoring them (configs/evaluate.json + inference.json)"
 python -m monai.bundle run --config_file "['$SEG/configs/train.json','$SEG/configs/demo.json','$SEG/configs/evaluate.json']" \
     --bundle_root "$SEG" --dataset_dir "$DATA_DIR" --ckpt_dir outputs/seg/models --output_dir outputs/seg/evaluation \
     >/dev/null 2>&1
@@ -54,6 +56,29 @@ python -m monai.bundle run --config_file "['$SEG/configs/inference.json','$SEG/c
     >/dev/null 2>&1
 echo "[demo]   masks in the input space: $(ls outputs/seg/predictions/*_seg.nii.gz | wc -l) files in outputs/seg/predictions"
 
-echo "[demo] done in $(( $(date +%s) - START )) s: phantoms in $DATA_DIR, attention maps in outputs/smoke,"
+echo "[demo] 6/7 outcome prediction (bundles/smart_response, configs/demo.json): 40 phantoms, response endpoint"
+OUT_DIR="${DATA_DIR}_outcome"
+python -m smart_nets.data.phantoms "$OUT_DIR" --num 40 --seed 2 --shape "[96,96,48]" --spacing "[3.4,3.4,6.7]" \
+    --val_fraction 0.3 >/dev/null 2>&1
+RES=bundles/smart_response
+python -m monai.bundle run --config_file "['$RES/configs/train.json','$RES/configs/demo.json']" \
+    --bundle_root "$RES" --dataset_dir "$OUT_DIR" --pretrained_path outputs/pretrain/models/model.pt \
+    --output_dir outputs/response --ckpt_dir outputs/response/models --train#progress_bar#disable true \
+    2>&1 | grep -E "Metrics -- .*val_auc|Error|error" || true
+test -f outputs/response/models/model.pt || { echo "[demo] outcome training did not write its model" >&2; exit 1; }
+
+echo "[demo] 7/7 evaluating the response model on the validation phantoms"
+python -m monai.bundle run --config_file "['$RES/configs/train.json','$RES/configs/demo.json','$RES/configs/evaluate.json']" \
+    --bundle_root "$RES" --dataset_dir "$OUT_DIR" --ckpt_dir outputs/response/models \
+    --output_dir outputs/response/evaluation >/dev/null 2>&1
+python - <<'PY'
+import json
+r = json.load(open("outputs/response/evaluation/metrics.json"))
+print(f"[demo]   {r['endpoint']}: AUC {r['auc']:.3f} (95% CI {r['ci_low']:.3f}-{r['ci_high']:.3f}; n={r['n']}, "
+      f"{r['n_positive']} positive), accuracy {r['accuracy']:.2f}, sensitivity {r['sensitivity']:.2f}, "
+      f"specificity {r['specificity']:.2f}; ROC curve outputs/response/evaluation/roc.png")
+PY
+
+echo "[demo] done in $(( $(date +%s) - START )) s: phantoms in $DATA_DIR and $OUT_DIR, attention maps in outputs/smoke,"
 echo "       pretrained encoder outputs/pretrain/models/model.pt, segmentation model outputs/seg/models/model.pt,"
-echo "       TensorBoard logs in outputs/pretrain and outputs/seg"
+echo "       response model outputs/response/models/model.pt, TensorBoard logs under outputs/"

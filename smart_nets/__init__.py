@@ -1,9 +1,20 @@
 """smart_nets: SMART self-supervised CT pretraining (arXiv 2310.01209) for MONAI bundles.
 
-Subpackages are imported here so that bundle configs can write ``$smart_nets.engines.make_teacher(...)`` after a
-plain ``$import smart_nets``.
+Subpackages load on first attribute access (PEP 562), so bundle configs can write
+``$smart_nets.engines.make_teacher(...)`` after a plain ``$import smart_nets``, and ``python -m
+smart_nets.data.phantoms`` does not import the package it runs twice.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.2.0"
 
-from smart_nets import data, engines, handlers, losses, metrics, networks, transforms  # noqa: E402,F401
+_SUBPACKAGES = ("data", "engines", "handlers", "losses", "metrics", "networks", "transforms")
+
+
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"smart_nets.{name}")
+    raise AttributeError(f"module 'smart_nets' has no attribute {name!r}")

@@ -1,6 +1,27 @@
-"""Data: synthetic CT phantoms and datalist helpers."""
+"""Data: synthetic CT phantoms, DICOM series writing, datalist loading, atomic image writers.
 
-from smart_nets.data.datalist import load_datalist
-from smart_nets.data.phantoms import ORGAN_LABELS, Phantom, generate_phantoms, make_phantom
+Names load on first access (PEP 562) so that ``python -m smart_nets.data.phantoms`` runs its module only once.
+"""
 
-__all__ = ["ORGAN_LABELS", "Phantom", "generate_phantoms", "load_datalist", "make_phantom"]
+from __future__ import annotations
+
+import importlib
+
+_NAMES = {
+    "ORGAN_LABELS": "phantoms",
+    "Phantom": "phantoms",
+    "generate_phantoms": "phantoms",
+    "make_phantom": "phantoms",
+    "load_datalist": "datalist",
+    "write_dicom_series": "dicom",
+    "AtomicNibabelWriter": "writers",
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"smart_nets.data.{_NAMES[name]}"), name)
+    if name in {"phantoms", "datalist", "dicom", "writers"}:
+        return importlib.import_module(f"smart_nets.data.{name}")
+    raise AttributeError(f"module 'smart_nets.data' has no attribute {name!r}")

@@ -96,6 +96,11 @@ class AtomicCheckpoint:
         if value > self.best:
             self.best = value
             self(engine)
+        elif value != value and self.best == float("-inf"):  # NaN (e.g. a single-class AUC) before any number
+            logger.warning(
+                "%s is NaN; saving the latest model to %s until a comparable value comes", self.key_metric, self.path
+            )
+            self(engine)
 
     def __call__(self, engine: Engine) -> None:
         """Write the checkpoint (rank 0 only)."""

@@ -1,0 +1,96 @@
+"""The smart_response bundle through `python -m monai.bundle`: verify, train, evaluate, inference, endpoint errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from smart_nets.data import generate_phantoms
+from smart_nets.transforms import EndpointLabeld, class_weights
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "smart_response"
+SCHEMA = Path(__file__).parent / "fixtures" / "meta_schema_20240725.json"
+
+
+def _run(args: list[str], cwd: Path) -> str:
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc.stdout + proc.stderr
+
+
+def test_endpoint_switch_reads_the_right_label_and_names_a_case_without_it():
+    item = {"case_id": "phantom_007", "response": 1, "recurrence": 0}
+    assert int(EndpointLabeld("response")(item)["label"]) == 1
+    assert int(EndpointLabeld("recurrence")(item)["label"]) == 0
+    with pytest.raises(ValueError, match="case phantom_007 has no 'survival' label"):
+        EndpointLabeld("survival")(item)
+    weights = class_weights([{"response": 1}, {"response": 1}, {"response": 1}, {"response": 0}], "response")
+    torch.testing.assert_close(weights, torch.tensor([2.0, 2.0 / 3.0]))
+
+
+def test_metadata_and_network_io_verify(tmp_path):
+    schema = tmp_path / SCHEMA.name
+    shutil.copy(SCHEMA, schema)
+    _run(["verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", str(schema),
+          "--hash_val", "06954cad2cc5d3784e72077ac76f0fc8"], cwd=BUNDLE)  # fmt: skip
+    _run(["verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json", "--config_file",
+          "configs/inference.json", "--device", "cpu"], cwd=BUNDLE)  # fmt: skip
+
+
+def test_train_evaluate_and_infer_with_the_demo_override(tmp_path):
+    root = tmp_path
+    shutil.copytree(BUNDLE, root / "smart_response")
+    data = root / "data"
+    generate_phantoms(str(data), num=12, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0), val_fraction=0.5, seed=3)
+    meta = json.loads((data / "dataset.json").read_text())
+    labels = [item["recurrence"] for item in meta["validation"]]
+    assert 0 < sum(labels) < len(labels), "choose a seed whose validation set has both classes"
+    b = root / "smart_response" / "configs"
+    common = ["--bundle_root", str(root / "smart_response"), "--dataset_dir", str(data), "--pretrained_path", ""]
+    common += ["--label_key", "recurrence", "--input_region", "tumour"]
+    _run(["run", "--config_file", f"['{b}/train.json','{b}/demo.json']", *common, "--max_epochs", "2"], cwd=root)
+    assert (root / "smart_response" / "models" / "model.pt").is_file()
+
+    _run(["run", "--config_file", f"['{b}/train.json','{b}/demo.json','{b}/evaluate.json']", *common,
+          "--output_dir", str(root / "evaluation")], cwd=root)  # fmt: skip
+    report = json.loads((root / "evaluation" / "metrics.json").read_text())
+    assert report["endpoint"] == "recurrence" and report["n"] == 6 and report["n_positive"] == sum(labels)
+    assert 0.0 <= report["ci_low"] <= report["auc"] <= report["ci_high"] <= 1.0
+    assert (root / "evaluation" / "roc.png").stat().st_size > 1000
+
+    images = [str(Path(item["image"]) if Path(item["image"]).is_absolute() else data / item["image"])
+              for item in meta["validation"]]  # fmt: skip
+    override = root / "infer.json"
+    override.write_text(json.dumps({"datalist": images}))
+    _run(["run", "--config_file", f"['{b}/inference.json','{b}/demo.json','{override}']", "--bundle_root",
+          str(root / "smart_response"), "--output_dir", str(root / "pred")], cwd=root)  # fmt: skip
+    rows = list(csv.DictReader(open(root / "pred" / "predictions.csv")))
+    assert len(rows) == len(images)
+    for row in rows:
+        p0, p1 = float(row["prob_0"]), float(row["prob_1"])
+        assert 0.0 <= p0 <= 1.0 and 0.0 <= p1 <= 1.0 and p0 + p1 == pytest.approx(1.0, abs=1e-5)
+        assert int(row["predicted_class"]) == int(p1 > p0)
+
+
+def test_a_datalist_entry_without_the_endpoint_names_the_case(tmp_path):
+    root = tmp_path
+    shutil.copytree(BUNDLE, root / "smart_response")
+    data = root / "data"
+    generate_phantoms(str(data), num=4, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0))
+    meta = json.loads((data / "dataset.json").read_text())
+    del meta["training"][1]["response"]
+    (data / "dataset.json").write_text(json.dumps(meta))
+    b = root / "smart_response" / "configs"
+    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"['{b}/train.json','{b}/demo.json']"]
+    args += ["--bundle_root", str(root / "smart_response"), "--dataset_dir", str(data), "--pretrained_path", ""]
+    proc = subprocess.run(args, cwd=root, capture_output=True, text=True)
+    assert proc.returncode != 0 and "case phantom_001 has no 'response' label" in proc.stdout + proc.stderr
