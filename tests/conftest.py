@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -19,3 +24,39 @@ def _seed():
 def tiny_swin() -> SMARTSwin:
     """A ~0.6M-parameter SMARTSwin in eval mode."""
     return SMARTSwin(**TINY).eval()
+
+
+SCHEMA = Path(__file__).parent / "fixtures" / "meta_schema_20240725.json"
+SCHEMA_MD5 = "06954cad2cc5d3784e72077ac76f0fc8"
+
+
+def run_bundle(args: list[str], cwd: Path) -> str:
+    """``python -m monai.bundle <args>`` in ``cwd``; returns its output, or fails showing the end of it."""
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc.stdout + proc.stderr
+
+
+def verify_bundle(bundle: Path, tmp_path: Path) -> None:
+    """The model zoo's checks: ``verify_metadata`` against the schema fixture, ``verify_net_in_out`` on
+    ``configs/inference.json``."""
+    schema = tmp_path / SCHEMA.name
+    shutil.copy(SCHEMA, schema)
+    run_bundle(
+        [
+            "verify_metadata",
+            "--meta_file",
+            "configs/metadata.json",
+            "--filepath",
+            str(schema),
+            "--hash_val",
+            SCHEMA_MD5,
+        ],
+        cwd=bundle,
+    )
+    run_bundle(
+        ["verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json"]
+        + ["--config_file", "configs/inference.json", "--device", "cpu"],
+        cwd=bundle,
+    )

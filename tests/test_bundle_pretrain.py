@@ -13,11 +13,10 @@ import torch
 
 from smart_nets.data import generate_phantoms
 from smart_nets.networks.nets import SMARTSwin
+from tests.conftest import verify_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "smart_pretrain"
-SCHEMA = Path(__file__).parent / "fixtures" / "meta_schema_20240725.json"
-SCHEMA_MD5 = "06954cad2cc5d3784e72077ac76f0fc8"
 
 
 def _run(args: list[str], cwd: Path, timeout: int = 600) -> str:
@@ -43,18 +42,7 @@ def _configs(bundle: Path, *names: str) -> str:
 
 
 def test_metadata_and_network_io_verify(tmp_path):
-    schema = tmp_path / SCHEMA.name
-    shutil.copy(SCHEMA, schema)
-    _run(
-        [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", "configs/metadata.json"]
-        + ["--filepath", str(schema), "--hash_val", SCHEMA_MD5],
-        cwd=BUNDLE,
-    )
-    _run(
-        [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file"]
-        + ["configs/metadata.json", "--config_file", "configs/inference.json", "--device", "cpu"],
-        cwd=BUNDLE,
-    )
+    verify_bundle(BUNDLE, tmp_path)
 
 
 def test_demo_run_writes_checkpoint_and_encoder_then_resumes(bundle):

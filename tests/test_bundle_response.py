@@ -14,17 +14,10 @@ import torch
 
 from smart_nets.data import generate_phantoms
 from smart_nets.transforms import EndpointLabeld, class_weights
+from tests.conftest import run_bundle, verify_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "smart_response"
-SCHEMA = Path(__file__).parent / "fixtures" / "meta_schema_20240725.json"
-
-
-def _run(args: list[str], cwd: Path) -> str:
-    proc = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc.stdout + proc.stderr
 
 
 def test_endpoint_switch_reads_the_right_label_and_names_a_case_without_it():
@@ -38,12 +31,7 @@ def test_endpoint_switch_reads_the_right_label_and_names_a_case_without_it():
 
 
 def test_metadata_and_network_io_verify(tmp_path):
-    schema = tmp_path / SCHEMA.name
-    shutil.copy(SCHEMA, schema)
-    _run(["verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", str(schema),
-          "--hash_val", "06954cad2cc5d3784e72077ac76f0fc8"], cwd=BUNDLE)  # fmt: skip
-    _run(["verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json", "--config_file",
-          "configs/inference.json", "--device", "cpu"], cwd=BUNDLE)  # fmt: skip
+    verify_bundle(BUNDLE, tmp_path)
 
 
 def test_train_evaluate_and_infer_with_the_demo_override(tmp_path):
@@ -57,22 +45,43 @@ def test_train_evaluate_and_infer_with_the_demo_override(tmp_path):
     b = root / "smart_response" / "configs"
     common = ["--bundle_root", str(root / "smart_response"), "--dataset_dir", str(data), "--pretrained_path", ""]
     common += ["--label_key", "recurrence", "--input_region", "tumour"]
-    _run(["run", "--config_file", f"['{b}/train.json','{b}/demo.json']", *common, "--max_epochs", "2"], cwd=root)
+    run_bundle(["run", "--config_file", f"['{b}/train.json','{b}/demo.json']", *common, "--max_epochs", "2"], cwd=root)
     assert (root / "smart_response" / "models" / "model.pt").is_file()
 
-    _run(["run", "--config_file", f"['{b}/train.json','{b}/demo.json','{b}/evaluate.json']", *common,
-          "--output_dir", str(root / "evaluation")], cwd=root)  # fmt: skip
+    run_bundle(
+        [
+            "run",
+            "--config_file",
+            f"['{b}/train.json','{b}/demo.json','{b}/evaluate.json']",
+            *common,
+            "--output_dir",
+            str(root / "evaluation"),
+        ],
+        cwd=root,
+    )
     report = json.loads((root / "evaluation" / "metrics.json").read_text())
     assert report["endpoint"] == "recurrence" and report["n"] == 6 and report["n_positive"] == sum(labels)
     assert 0.0 <= report["ci_low"] <= report["auc"] <= report["ci_high"] <= 1.0
     assert (root / "evaluation" / "roc.png").stat().st_size > 1000
 
-    images = [str(Path(item["image"]) if Path(item["image"]).is_absolute() else data / item["image"])
-              for item in meta["validation"]]  # fmt: skip
+    images = [
+        str(Path(item["image"]) if Path(item["image"]).is_absolute() else data / item["image"])
+        for item in meta["validation"]
+    ]
     override = root / "infer.json"
     override.write_text(json.dumps({"datalist": images}))
-    _run(["run", "--config_file", f"['{b}/inference.json','{b}/demo.json','{override}']", "--bundle_root",
-          str(root / "smart_response"), "--output_dir", str(root / "pred")], cwd=root)  # fmt: skip
+    run_bundle(
+        [
+            "run",
+            "--config_file",
+            f"['{b}/inference.json','{b}/demo.json','{override}']",
+            "--bundle_root",
+            str(root / "smart_response"),
+            "--output_dir",
+            str(root / "pred"),
+        ],
+        cwd=root,
+    )
     rows = list(csv.DictReader(open(root / "pred" / "predictions.csv")))
     assert len(rows) == len(images)
     for row in rows:

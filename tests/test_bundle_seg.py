@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -15,17 +13,10 @@ import pytest
 
 from smart_nets.data import generate_phantoms, make_phantom
 from smart_nets.data.dicom import write_dicom_series
+from tests.conftest import run_bundle, verify_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "smart_seg"
-SCHEMA = Path(__file__).parent / "fixtures" / "meta_schema_20240725.json"
-
-
-def _run(args: list[str], cwd: Path) -> str:
-    proc = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -45,18 +36,13 @@ def trained(tmp_path_factory) -> Path:
     overrides |= {"learning_rate": 0.001, "num_samples": 1}  # 60 iterations: measured to pass Dice 0.5 at ~50
     (root / "test.json").write_text(json.dumps(overrides))
     configs = f"['{root}/smart_seg/configs/train.json','{root}/smart_seg/configs/demo.json','{root}/test.json']"
-    log = _run(["run", "--config_file", configs, "--bundle_root", str(root / "smart_seg")], cwd=root)
+    log = run_bundle(["run", "--config_file", configs, "--bundle_root", str(root / "smart_seg")], cwd=root)
     (root / "train.log").write_text(log)
     return root
 
 
 def test_metadata_and_network_io_verify(tmp_path):
-    schema = tmp_path / SCHEMA.name
-    shutil.copy(SCHEMA, schema)
-    _run(["verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", str(schema),
-          "--hash_val", "06954cad2cc5d3784e72077ac76f0fc8"], cwd=BUNDLE)  # fmt: skip
-    _run(["verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json", "--config_file",
-          "configs/inference.json", "--device", "cpu"], cwd=BUNDLE)  # fmt: skip
+    verify_bundle(BUNDLE, tmp_path)
 
 
 def test_training_improves_validation_dice_and_saves_the_best_model(trained):
@@ -70,8 +56,20 @@ def test_training_improves_validation_dice_and_saves_the_best_model(trained):
 def test_evaluate_reports_dice(trained):
     root = trained / "smart_seg"
     configs = f"['{root}/configs/train.json','{root}/configs/demo.json','{root}/configs/evaluate.json']"
-    _run(["run", "--config_file", configs, "--bundle_root", str(root), "--dataset_dir", str(trained / "data"),
-          "--output_dir", str(trained / "evaluation")], cwd=trained)  # fmt: skip
+    run_bundle(
+        [
+            "run",
+            "--config_file",
+            configs,
+            "--bundle_root",
+            str(root),
+            "--dataset_dir",
+            str(trained / "data"),
+            "--output_dir",
+            str(trained / "evaluation"),
+        ],
+        cwd=trained,
+    )
     metrics = dict(line.split(",") for line in (trained / "evaluation" / "metrics.csv").read_text().split())
     assert 0.0 <= float(metrics["val_mean_dice"]) <= 1.0 and "val_hausdorff95" in metrics
     per_case = (trained / "evaluation" / "val_mean_dice_raw.csv").read_text().splitlines()
@@ -85,14 +83,19 @@ def test_inference_writes_masks_in_the_input_space_from_nifti_and_dicom(trained)
     inputs.mkdir()
     nib.save(nib.Nifti1Image(phantom.image, phantom.affine), inputs / "case.nii.gz")
     write_dicom_series(phantom.image, phantom.affine, str(inputs / "series"))
-    demo = {k: v for k, v in json.loads((root / "configs" / "demo.json").read_text()).items() if "#" in k or k in
-            ("roi_size", "pixdim", "amp")}  # fmt: skip
+    demo = {
+        k: v
+        for k, v in json.loads((root / "configs" / "demo.json").read_text()).items()
+        if "#" in k or k in ("roi_size", "pixdim", "amp")
+    }
     demo["datalist"] = [str(inputs / "case.nii.gz"), str(inputs / "series")]
     demo["save_attention"] = True
     (trained / "infer.json").write_text(json.dumps(demo))
     configs = f"['{root}/configs/inference.json','{trained}/infer.json']"
-    _run(["run", "--config_file", configs, "--bundle_root", str(root), "--output_dir", str(trained / "pred")],
-         cwd=trained)  # fmt: skip
+    run_bundle(
+        ["run", "--config_file", configs, "--bundle_root", str(root), "--output_dir", str(trained / "pred")],
+        cwd=trained,
+    )
     masks = sorted((trained / "pred").glob("*_seg.nii.gz"))
     assert len(masks) == 2, masks
     reference = nib.load(inputs / "case.nii.gz")
