@@ -60,3 +60,12 @@ def verify_bundle(bundle: Path, tmp_path: Path) -> None:
         + ["--config_file", "configs/inference.json", "--device", "cpu"],
         cwd=bundle,
     )
+
+
+def error_chain(error: BaseException | None) -> list[str]:
+    """The messages of ``error`` and its causes: MONAI's ``Compose`` wraps a transform's error in its own."""
+    messages = []
+    while error is not None:
+        messages.append(str(error))
+        error = error.__cause__
+    return messages

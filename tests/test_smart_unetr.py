@@ -15,7 +15,7 @@ from monai.transforms import Compose, EnsureChannelFirstd
 from smart_nets.networks.nets import SMARTUNETR, SMARTPretrainNet, SMARTSwin
 from smart_nets.networks.pretrained import load_pretrained_encoder
 from smart_nets.transforms import CheckSegmentationd, LoadImageCheckedd
-from tests.conftest import TINY
+from tests.conftest import TINY, error_chain
 
 ARCH = {k: TINY[k] for k in ("feature_size", "depths", "num_heads")}
 
@@ -71,11 +71,7 @@ def _check(item):
 
 
 def _messages(info) -> str:
-    chain, error = [], info.value
-    while error is not None:
-        chain.append(str(error))
-        error = error.__cause__
-    return "\n".join(chain)
+    return "\n".join(error_chain(info.value))
 
 
 @pytest.mark.parametrize(

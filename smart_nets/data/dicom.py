@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from smart_nets.data.writers import atomic_path
 
 __all__ = ["write_dicom_series"]
 
@@ -17,7 +18,7 @@ def write_dicom_series(volume: np.ndarray, affine: np.ndarray, out_dir: str, pat
 
     The DICOM patient frame is LPS, so the RAS affine's first two rows change sign; slices are written along Z
     with ``ImagePositionPatient`` from the affine, so a reader that sorts by position rebuilds the same geometry.
-    Files are written to temporary names and renamed.
+    Each file is written atomically.
 
     Args:
         volume: ``(X, Y, Z)`` HU values (int16 range).
@@ -67,8 +68,7 @@ def write_dicom_series(volume: np.ndarray, affine: np.ndarray, out_dir: str, pat
         ds.RescaleIntercept, ds.RescaleSlope = 0, 1
         ds.PixelData = np.ascontiguousarray(volume[:, :, k].T.astype(np.int16)).tobytes()  # rows = Y
         path = out / f"slice_{k:04d}.dcm"
-        tmp = out / f".tmp-{os.getpid()}-{path.name}"
-        ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
         paths.append(str(path))
     return paths

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
+
+from smart_nets.data.writers import atomic_path
 
 __all__ = ["ORGAN_LABELS", "Phantom", "make_phantom", "generate_phantoms"]
 
@@ -324,23 +325,12 @@ def make_phantom(
 
 
 def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    """Write a NIfTI file atomically: to a temporary name in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a NIfTI file atomically, with the affine as both qform and sform."""
     img = nib.Nifti1Image(array, affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
+    with atomic_path(path) as tmp:
         nib.save(img, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_json(data: dict, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_text(json.dumps(data, indent=4) + "\n")
-    os.replace(tmp, path)
 
 
 def generate_phantoms(
@@ -418,7 +408,8 @@ def generate_phantoms(
         "validation": items[num - n_val :],
     }
     path = out / "dataset.json"
-    _write_json(dataset, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(dataset, indent=4) + "\n")
     logger.info("wrote %d phantoms and %s", num, path)
     return str(path)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
+
+from smart_nets.data.writers import atomic_path
 
 __all__ = ["AtomicCheckpoint", "atomic_torch_save"]
 
@@ -21,17 +22,10 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
     A run killed mid-write leaves the previous file intact under its name, never a truncated one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 class AtomicCheckpoint:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from smart_nets.data.writers import atomic_path
 from smart_nets.metrics import bootstrap_auc, threshold_metrics
 
 __all__ = ["OutcomeReport"]
@@ -21,13 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class OutcomeReport:
@@ -75,11 +71,8 @@ class OutcomeReport:
             row = {"case": case, **{f"prob_{k}": float(p) for k, p in enumerate(probs)}}
             row["predicted_class"] = int(probs.argmax())
             if self.with_labels:
-                row["label"] = int(
-                    torch.as_tensor(item["label"]).flatten().argmax()
-                    if torch.as_tensor(item["label"]).numel() > 1
-                    else torch.as_tensor(item["label"]).item()
-                )
+                label = torch.as_tensor(item["label"]).flatten()
+                row["label"] = int(label.argmax() if label.numel() > 1 else label.item())  # one-hot or index
             self.rows.append(row)
 
     def _write(self, engine: Engine) -> None:

@@ -12,6 +12,12 @@ from monai.transforms import LoadImaged, MapTransform, Spacingd
 __all__ = ["CheckFinited", "CheckSegmentationd", "LoadImageCheckedd", "SpacingExtrasSafed"]
 
 
+def _source(data: Mapping, key: str) -> str:
+    value = data.get(key)
+    meta = value.meta if isinstance(value, MetaTensor) else {}
+    return str(meta.get("filename_or_obj", f"item '{key}'"))
+
+
 class CheckFinited(MapTransform):
     """Raise when an image holds NaN or infinite values, naming the file it was loaded from.
 
@@ -33,16 +39,8 @@ class CheckFinited(MapTransform):
             value = torch.as_tensor(data[key])
             bad = int((~torch.isfinite(value)).sum()) if value.is_floating_point() else 0
             if bad:
-                meta = data[key].meta if isinstance(data[key], MetaTensor) else {}
-                source = meta.get("filename_or_obj", f"item '{key}'")
-                raise ValueError(f"{source}: {key} has {bad} non-finite voxels (NaN or inf)")
+                raise ValueError(f"{_source(data, key)}: {key} has {bad} non-finite voxels (NaN or inf)")
         return data
-
-
-def _source(data: Mapping, key: str) -> str:
-    value = data.get(key)
-    meta = value.meta if isinstance(value, MetaTensor) else {}
-    return str(meta.get("filename_or_obj", f"item '{key}'"))
 
 
 class LoadImageCheckedd(LoadImaged):
