@@ -15,6 +15,7 @@ from smart_nets.engines import SMARTSchedule, SMARTTrainer, ema_update_, make_te
 from smart_nets.losses import SMARTLoss
 from smart_nets.networks.nets import SMARTPretrainNet
 from smart_nets.transforms import CheckFinited, RandTokenMaskd, RandTwoViewsd
+from tests.conftest import error_chain
 
 K = 128
 
@@ -102,8 +103,8 @@ def test_ema_arithmetic_for_a_known_momentum():
 def test_teacher_sees_the_noise_masks_and_student_the_attention_masks(phantoms, ratio):
     trainer = _trainer(_loader(phantoms, teacher_mask_ratio=ratio), max_epochs=1, epoch_length=1)
     seen: dict[str, torch.Tensor] = {}
-    trainer.teacher.encoder.register_forward_pre_hook(lambda m, args: seen.__setitem__("teacher", args[1]))
-    trainer.network.encoder.register_forward_pre_hook(lambda m, args: seen.__setitem__("student", args[1]))
+    trainer.teacher.register_forward_pre_hook(lambda m, args: seen.__setitem__("teacher", args[1]))
+    trainer.network.register_forward_pre_hook(lambda m, args: seen.__setitem__("student", args[1]))
     trainer.run()
     teacher_mask, student_mask = seen["teacher"].flatten(1), seen["student"].flatten(1)
     assert teacher_mask.shape == (4, 64)  # two views of two volumes
@@ -160,9 +161,4 @@ def test_nan_volume_is_named(tmp_path):
     transform = Compose([LoadImaged("image"), EnsureChannelFirstd("image"), CheckFinited("image")])
     with pytest.raises(Exception) as info:  # MONAI's Compose wraps it: look along the chain of causes
         transform({"image": str(path)})
-    messages = []
-    error: BaseException | None = info.value
-    while error is not None:
-        messages.append(str(error))
-        error = error.__cause__
-    assert any(m.endswith("nan_ct.nii.gz: image has 1 non-finite voxels (NaN or inf)") for m in messages)
+    assert any(m.endswith("nan_ct.nii.gz: image has 1 non-finite voxels (NaN or inf)") for m in error_chain(info.value))

@@ -3,10 +3,11 @@
 from smart_nets.networks.nets.attention_map import EncoderAttentionMap, SMARTAttentionMap, attention_heatmap
 from smart_nets.networks.nets.smart_classifier import SMARTClassifier
 from smart_nets.networks.nets.smart_pretrain import SMARTPretrainNet
-from smart_nets.networks.nets.smart_swin import SMARTSwin, SMARTSwinOutput
+from smart_nets.networks.nets.smart_swin import ClassAttentionOutput, SMARTSwin, SMARTSwinOutput
 from smart_nets.networks.nets.smart_unetr import SMARTUNETR
 
 __all__ = [
+    "ClassAttentionOutput",
     "EncoderAttentionMap",
     "attention_heatmap",
     "SMARTAttentionMap",

@@ -33,7 +33,8 @@ class SMARTAttentionMap(SMARTSwin):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         """Args: x: ``(B, C, D, H, W)``. Returns: ``(B, 1, D, H, W)`` relative attention."""
-        return attention_heatmap(super().forward(x, mask).attn_map, x.shape[2:], self.token_stride)
+        attn = self.forward_class_attention(self.forward_features(x, mask)).attn_map
+        return attention_heatmap(attn, x.shape[2:], self.token_stride)
 
 
 class EncoderAttentionMap(nn.Module):
@@ -49,4 +50,5 @@ class EncoderAttentionMap(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: ``(B, C, D, H, W)``. Returns: ``(B, 1, D, H, W)`` relative attention."""
-        return attention_heatmap(self.encoder(x).attn_map, x.shape[2:], self.encoder.token_stride)
+        attn = self.encoder.forward_class_attention(self.encoder.forward_features(x)).attn_map
+        return attention_heatmap(attn, x.shape[2:], self.encoder.token_stride)

@@ -88,9 +88,6 @@ class SMARTClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: ``(B, in_channels, D, H, W)``. Returns: ``(B, num_classes)`` logits."""
-        if self.freeze_encoder:
-            with torch.no_grad():
-                out = self.encoder(x)
-        else:
-            out = self.encoder(x)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
+            out = self.encoder.forward_class_attention(self.encoder.forward_features(x))
         return self.head(torch.cat((out.cls_token, out.pooled), dim=1))

@@ -71,12 +71,13 @@ class SMARTPretrainNet(nn.Module):
             ``global`` ``(B, 2, K)`` logits of [CLS] and the pooled token, ``patch`` ``(B, N, K)`` logits of the
             stage-3 tokens, ``attn_map`` ``(B, N)``, and with ``reconstruct`` ``recon`` ``(B, C, D, H, W)``.
         """
-        out = self.encoder(x, mask)
+        features = self.encoder.forward_features(x, mask)
+        out = self.encoder.forward_class_attention(features)
         result = {
             "global": self.head(torch.stack((out.cls_token, out.pooled), dim=1)),
             "patch": self.head(out.patch_tokens),
             "attn_map": out.attn_map,
         }
         if reconstruct:
-            result["recon"] = self.recon_head(out.last_tokens)
+            result["recon"] = self.recon_head(features[-1].permute(0, 4, 1, 2, 3))  # the last stage's tokens
         return result

@@ -27,7 +27,7 @@ from torch import nn
 from smart_nets.networks.blocks.class_attention import ClassAttentionBlock
 from smart_nets.networks.blocks.window_attention import SwinStage
 
-__all__ = ["SMARTSwin", "SMARTSwinOutput"]
+__all__ = ["ClassAttentionOutput", "SMARTSwin", "SMARTSwinOutput"]
 
 NUM_STAGES = 4
 CLASS_ATTN_STAGE = 3  # class attention reads the output of stage 3 (after its merging)
@@ -53,6 +53,16 @@ class SMARTSwinOutput(NamedTuple):
     pooled: torch.Tensor
     patch_tokens: torch.Tensor
     last_tokens: torch.Tensor
+    attn_map: torch.Tensor
+
+
+class ClassAttentionOutput(NamedTuple):
+    """What :meth:`SMARTSwin.forward_class_attention` returns: ``cls_token`` ``(B, 8C)``, ``pooled`` ``(B, 8C)``,
+    ``patch_tokens`` ``(B, N, 8C)`` and ``attn_map`` ``(B, N)``, as in :class:`SMARTSwinOutput`."""
+
+    cls_token: torch.Tensor
+    pooled: torch.Tensor
+    patch_tokens: torch.Tensor
     attn_map: torch.Tensor
 
 
@@ -260,6 +270,24 @@ class SMARTSwin(nn.Module):
             features.append(stage(features[-1]))
         return features
 
+    def forward_class_attention(self, features: Sequence[torch.Tensor]) -> ClassAttentionOutput:
+        """The [CLS] branch on the stage-3 tokens of :meth:`forward_features`, without the decoder's hidden states
+        (pretraining, classification and heatmaps need only this; computing ``hidden_states`` would be wasted).
+
+        Args:
+            features: the output of :meth:`forward_features`.
+
+        Returns:
+            A :class:`ClassAttentionOutput` (fields as in :class:`SMARTSwinOutput`).
+        """
+        tokens = features[CLASS_ATTN_STAGE].flatten(1, 3)  # (B, N, 8C)
+        cls = self.cls_token.expand(tokens.shape[0], -1, -1)
+        for block in self.class_attn_blocks:  # at least one, checked in __init__
+            cls, attn = block(cls, tokens)
+        out = self.norm(torch.cat((cls, tokens), dim=1))
+        patch_tokens = out[:, 1:]
+        return ClassAttentionOutput(out[:, 0], patch_tokens.mean(dim=1), patch_tokens, attn[:, :, 1:].mean(dim=1))
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> SMARTSwinOutput:
         """Encode a batch of volumes: the Swin trunk, then class attention on the stage-3 tokens.
 
@@ -274,19 +302,12 @@ class SMARTSwin(nn.Module):
             ValueError: on an input or mask of the wrong shape or dtype.
         """
         features = self.forward_features(x, mask)
-        tokens = features[CLASS_ATTN_STAGE].flatten(1, 3)  # (B, N, 8C)
-        cls = self.cls_token.expand(x.shape[0], -1, -1)
-        attns = []
-        for block in self.class_attn_blocks:
-            cls, attn = block(cls, tokens)
-            attns.append(attn)
-        out = self.norm(torch.cat((cls, tokens), dim=1))
-        patch_tokens = out[:, 1:]
+        head = self.forward_class_attention(features)
         return SMARTSwinOutput(
             hidden_states=self.hidden_states(features),
-            cls_token=out[:, 0],
-            pooled=patch_tokens.mean(dim=1),
-            patch_tokens=patch_tokens,
+            cls_token=head.cls_token,
+            pooled=head.pooled,
+            patch_tokens=head.patch_tokens,
             last_tokens=features[-1].permute(0, 4, 1, 2, 3),
-            attn_map=attns[-1][:, :, 1:].mean(dim=1),
+            attn_map=head.attn_map,
         )
