@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
-_SUBPACKAGES = ("data", "engines", "handlers", "losses", "metrics", "networks", "transforms")
+_SUBPACKAGES = ("data", "engines", "export", "handlers", "losses", "metrics", "networks", "transforms")
 
 
 def __getattr__(name: str):

@@ -89,6 +89,31 @@ def test_train_evaluate_and_infer_with_the_demo_override(tmp_path):
         assert 0.0 <= p0 <= 1.0 and 0.0 <= p1 <= 1.0 and p0 + p1 == pytest.approx(1.0, abs=1e-5)
         assert int(row["predicted_class"]) == int(p1 > p0)
 
+    # the same predictions from the exported graph on onnxruntime, and from the TensorRT config's CPU fallback
+    run_bundle(
+        ["onnx_export", "--args_file", "configs/onnx_export.json", "--filepath", "models/model.onnx"]
+        + ["--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json"]
+        + ["--config_file", "['configs/inference.json','configs/demo.json']", "--input_shape", "[1, 1, 64, 64, 64]"],
+        cwd=root / "smart_response",
+    )
+    for name in ("onnx", "trt"):
+        run_bundle(
+            [
+                "run",
+                "--config_file",
+                f"['{b}/inference.json','{b}/demo.json','{override}','{b}/inference_{name}.json']",
+                "--bundle_root",
+                str(root / "smart_response"),
+                "--output_dir",
+                str(root / f"pred_{name}"),
+            ],
+            cwd=root,
+        )
+        exported = list(csv.DictReader(open(root / f"pred_{name}" / "predictions.csv")))
+        assert [r["case"] for r in exported] == [r["case"] for r in rows]
+        for ours, theirs in zip(exported, rows):
+            assert float(ours["prob_1"]) == pytest.approx(float(theirs["prob_1"]), abs=1e-4), name
+
 
 def test_a_datalist_entry_without_the_endpoint_names_the_case(tmp_path):
     root = tmp_path

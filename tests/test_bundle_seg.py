@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -107,3 +109,42 @@ def test_inference_writes_masks_in_the_input_space_from_nifti_and_dicom(trained)
     heatmaps = sorted((trained / "pred").glob("*_attn.nii.gz"))
     assert len(heatmaps) == 2 and all(nib.load(h).shape == reference.shape for h in heatmaps), heatmaps
     assert not list((trained / "pred").glob(".tmp-*"))
+
+
+def test_onnx_and_tensorrt_configs_reproduce_the_pytorch_masks(trained):
+    """Export the trained model with `onnx_export`, then run the same sliding-window pipeline (8 windows in batches of
+    4 and fewer: the dynamic batch axis) on PyTorch, onnxruntime and the TensorRT config (which, without CUDA and
+    TensorRT, falls back to PyTorch with a warning, or stops when `trt_required` is set)."""
+    root = trained / "smart_seg"
+    phantom = make_phantom(7, shape=(96, 96, 48), spacing=(5.0, 5.0, 10.0))
+    nib.save(nib.Nifti1Image(phantom.image, phantom.affine), trained / "large.nii.gz")
+    configs = f"['{root}/configs/inference.json','{root}/configs/demo.json'"
+    common = ["--bundle_root", str(root), "--datalist", f"['{trained}/large.nii.gz']"]
+    run_bundle(
+        ["onnx_export", "--args_file", "configs/onnx_export.json", "--filepath", "models/model.onnx"]
+        + ["--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json"]
+        + ["--config_file", "['configs/inference.json','configs/demo.json']", "--input_shape", "[1, 1, 64, 64, 64]"],
+        cwd=root,
+    )
+    masks, logs, trt = {}, {}, root / "configs" / "inference_trt.json"
+    for name, extra in (("torch", ""), ("onnx", f",'{root}/configs/inference_onnx.json'"), ("trt", f",'{trt}'")):
+        out = trained / f"pred_{name}"
+        logs[name] = run_bundle(
+            ["run", "--config_file", configs + extra + "]", *common, "--output_dir", str(out)], trained
+        )
+        masks[name] = np.asanyarray(nib.load(out / "large_seg.nii.gz").dataobj)
+    assert masks["torch"].shape == phantom.image.shape and 0 < masks["torch"].mean() < 0.5
+    assert (masks["onnx"] == masks["torch"]).mean() >= 0.999
+    assert "serves" in logs["onnx"] and "model.onnx" in logs["onnx"]
+    np.testing.assert_array_equal(masks["trt"], masks["torch"])
+    assert "TensorRT is unavailable" in logs["trt"] and "running the PyTorch network instead" in logs["trt"]
+
+    stop = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs + f",'{trt}']"]
+        + [*common, "--output_dir", str(trained / "pred_stop"), "--trt_required", "True"],
+        cwd=trained,
+        capture_output=True,
+        text=True,
+    )
+    assert stop.returncode != 0 and "TensorRT is unavailable" in stop.stderr and "trt_required" in stop.stderr
+    assert not (trained / "pred_stop" / "large_seg.nii.gz").exists()
