@@ -1,22 +1,33 @@
-"""GPU-only checks: CUDA attention path parity with MONAI, a SMART training step in fp32 and bf16 AMP, and timings.
+"""GPU-only checks: CUDA attention path parity with MONAI, SMART and bundle training steps with AMP, ONNX and
+TensorRT inference of the segmentation and response bundles, and timings.
 
-On a machine without CUDA it says so and exits 0. With CUDA it:
+On a machine without CUDA it says so and exits 0 (``--allow_cpu`` runs the bundle checks on the CPU with the demo's
+tiny networks, to test this script). With CUDA it:
 
 1. checks that SMARTSwin's trunk equals MONAI's SwinTransformer with the same weights on the GPU (fused SDPA with the
    relative-position bias, forward and the bias gradient), in fp32;
 2. runs SMART pretraining steps (``SMARTTrainer``) at paper scale in fp32 and with bf16 autocast, checking that the
    loss is finite and the teacher moved, and printing seconds per step and peak memory;
-3. runs ``benchmarks/encoder_speed.py`` and ``benchmarks/pretrain_step.py`` on the GPU.
+3. for ``smart_seg`` and ``smart_response``, through ``python -m monai.bundle`` on synthetic phantoms: one epoch of
+   training with the bundle's AMP at paper scale, ``onnx_export`` with ``configs/onnx_export.json``, then inference
+   with ``inference.json`` (PyTorch), ``inference_onnx.json`` (onnxruntime) and, where TensorRT is importable,
+   ``inference_trt.json`` in fp16 and fp32 (``trt_required``), printing seconds per run and the agreement of each
+   runtime's masks or probabilities with PyTorch's;
+4. runs ``benchmarks/encoder_speed.py``, ``benchmarks/pretrain_step.py`` and ``benchmarks/inference_speed.py`` on
+   the GPU.
 
-    python benchmarks/gpu_check.py [--out results.json]
+    python benchmarks/gpu_check.py [--out results.json] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -109,6 +120,92 @@ def smart_steps(device: torch.device, amp: bool, size: int, steps: int = 6) -> d
     }
 
 
+def _bundle(args: list[str], cwd: Path) -> tuple[float, str]:
+    """``python -m monai.bundle <args>``: wall seconds (with start-up) and output; raises with its tail on failure."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"monai.bundle {args[0]} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    return time.perf_counter() - start, proc.stdout + proc.stderr
+
+
+def _outputs(bundle: str, out: Path):
+    """What an inference run wrote: the masks (segmentation) or the class-1 probabilities (response)."""
+    import nibabel as nib
+    import numpy as np
+
+    if bundle == "smart_seg":
+        return {p.name: np.asanyarray(nib.load(p).dataobj) for p in sorted(out.glob("*_seg.nii.gz"))}
+    return {r["case"]: float(r["prob_1"]) for r in csv.DictReader(open(out / "predictions.csv"))}
+
+
+def _agreement(bundle: str, ours: dict, reference: dict) -> float:
+    """Segmentation: the smallest per-case fraction of voxels equal to PyTorch's; response: the largest probability
+    difference."""
+    if bundle == "smart_seg":
+        return min(float((ours[k] == reference[k]).mean()) for k in reference)
+    return max(abs(ours[k] - reference[k]) for k in reference)
+
+
+def bundle_checks(work: Path, tiny: bool) -> dict:
+    """Train one epoch, export and infer with every runtime, for the segmentation and the response bundles."""
+    from smart_nets.data import generate_phantoms
+    from smart_nets.export import tensorrt_status
+
+    data = work / "data"
+    shape, spacing = ((64, 64, 32), (5.0, 5.0, 10.0)) if tiny else ((96, 96, 48), (3.4, 3.4, 6.7))
+    generate_phantoms(str(data), num=4, shape=shape, spacing=spacing, val_fraction=0.5, tumour_radius=(16, 24))
+    datalist = json.loads((data / "dataset.json").read_text())
+    for items in (datalist["training"], datalist["validation"]):  # both classes on each side, whatever the seed gave
+        for k, item in enumerate(items):
+            item["response"] = k % 2
+    (data / "dataset.json").write_text(json.dumps(datalist))
+    images = [str(data / i["image"]) for i in datalist["validation"]]
+    trt_ok, trt_why = tensorrt_status()
+    results = {"tensorrt": trt_why}
+    for bundle in ("smart_seg", "smart_response"):
+        root = work / bundle
+        shutil.copytree(HERE.parent / "bundles" / bundle, root)
+        configs = ["configs/inference.json"] + (["configs/demo.json"] if tiny else [])
+        roi = 64 if tiny else 96
+        common = ["--bundle_root", str(root), "--pretrained_path", ""]
+        train = "['" + "','".join(["configs/train.json", *configs[1:]]) + "']"
+        seconds, _ = _bundle(
+            ["run", "--config_file", train, *common, "--dataset_dir", str(data), "--max_epochs", "1"]
+            + ["--val_interval", "1", "--amp", "True", "--output_dir", str(work / f"{bundle}_train")],
+            root,
+        )
+        row = {"train_one_epoch_amp_seconds": seconds}
+        seconds, _ = _bundle(
+            ["onnx_export", "--args_file", "configs/onnx_export.json", "--filepath", "models/model.onnx"]
+            + ["--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json"]
+            + ["--config_file", "['" + "','".join(configs) + "']", "--input_shape", f"[1, 1, {roi}, {roi}, {roi}]"],
+            root,
+        )
+        row["onnx_export_seconds"] = seconds
+        runtimes = {"torch": [], "onnx": ["configs/inference_onnx.json"]}
+        if trt_ok:
+            for precision in ("fp16", "fp32"):
+                runtimes[f"trt_{precision}"] = ["configs/inference_trt.json", "--trt_precision", precision]
+                runtimes[f"trt_{precision}"] += ["--trt_required", "True"]
+        reference = None
+        for name, extra in runtimes.items():
+            files = configs + extra[:1]
+            out = work / f"{bundle}_{name}"
+            args = ["run", "--config_file", "['" + "','".join(files) + "']", *common, "--output_dir", str(out)]
+            args += ["--datalist", json.dumps(images).replace('"', "'"), *extra[1:]]
+            seconds, _ = _bundle(args, root)
+            outputs = _outputs(bundle, out)
+            reference = outputs if reference is None else reference
+            row[f"{name}_inference_seconds"] = seconds
+            row[f"{name}_agreement"] = _agreement(bundle, outputs, reference)
+            if name.startswith("trt"):  # a second run reuses the cached plan: the engine's own speed
+                row[f"{name}_cached_plan_seconds"] = _bundle(args, root)[0]
+        results[bundle] = row
+        print(bundle, row, flush=True)
+    return results
+
+
 def _script(args: list[str]) -> str:
     proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=HERE.parent)
     return (proc.stdout + proc.stderr)[-3000:]
@@ -117,9 +214,14 @@ def _script(args: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
-    parser.add_argument("--quick", action="store_true", help="parity and AMP step only")
+    parser.add_argument("--quick", action="store_true", help="skip the speed benchmarks (3.)")
+    parser.add_argument("--allow_cpu", action="store_true", help="without CUDA, run the bundle checks with tiny nets")
     args = parser.parse_args()
     if not torch.cuda.is_available():
+        if args.allow_cpu:
+            with tempfile.TemporaryDirectory() as work:
+                bundle_checks(Path(work), tiny=True)
+            return
         print("no CUDA device: GPU checks skipped (nothing to do on a CPU-only machine)")
         return
     device = torch.device("cuda:0")
@@ -130,6 +232,8 @@ def main() -> None:
         key = f"smart_step_{'bf16' if amp else 'fp32'}"
         results[key] = smart_steps(device, amp, 96)
         print(key, results[key], flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        results["bundles"] = bundle_checks(Path(work), tiny=False)
     if not args.quick:
         results["encoder_speed_bf16"] = _script(
             ["benchmarks/encoder_speed.py", "--device", "cuda", "--amp", "--feature_size", "48", "--depths", "2,2,8,2"]
@@ -143,7 +247,8 @@ def main() -> None:
             ["benchmarks/pretrain_step.py", "--device", "cuda", "--amp", "--sizes", "96", "--feature_size", "48"]
             + ["--depths", "2,2,2,2", "--steps", "5", "--warmup", "2"]
         )
-        for key in ("encoder_speed_bf16", "encoder_speed_fp32", "pretrain_step_bf16"):
+        results["inference_speed"] = _script(["benchmarks/inference_speed.py", "--device", "cuda"])
+        for key in ("encoder_speed_bf16", "encoder_speed_fp32", "pretrain_step_bf16", "inference_speed"):
             print(key, results[key], flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
