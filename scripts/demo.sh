@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The README's demo command, end to end on a CPU: set up ./.venv, generate synthetic CT phantoms, pretrain a tiny
-# SMART encoder on them (smart_pretrain), finetune it for tumour segmentation (smart_seg) and segment the validation
-# phantoms, printing their Dice, then trains the response endpoint (smart_response) and prints its validation AUC
+# SMART encoder on them (smart_pretrain), cluster their organs from its frozen features (Task IV, against a random
+# encoder), finetune it for tumour segmentation (smart_seg) and segment the validation phantoms, printing their
+# Dice, then trains the response endpoint (smart_response) and prints its validation AUC
 # with a bootstrap 95% CI, and exports both models to ONNX (TensorRT on a CUDA machine that has it) and checks that
 # the exported models predict what PyTorch does.
 #   DATA_DIR (default data/phantoms)  NUM_PHANTOMS (default 16)  FAST_MALLOC=0 to keep glibc's default allocator
 set -euo pipefail
 cd "$(dirname "$0")/.."
 START=$(date +%s)
-. scripts/setup_env.sh "export"
+. scripts/setup_env.sh "export,cluster"
 DATA_DIR="${DATA_DIR:-data/phantoms}"
 NUM_PHANTOMS="${NUM_PHANTOMS:-16}"
 if [ "${FAST_MALLOC:-1}" != "0" ]; then
@@ -17,13 +18,13 @@ if [ "${FAST_MALLOC:-1}" != "0" ]; then
     export GLIBC_TUNABLES="glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
 fi
 
-echo "[demo] 1/8 generating $NUM_PHANTOMS CT phantoms in $DATA_DIR"
+echo "[demo] 1/9 generating $NUM_PHANTOMS CT phantoms in $DATA_DIR"
 python -m smart_nets.data.phantoms "$DATA_DIR" --num "$NUM_PHANTOMS" --seed 0 >/dev/null
 
-echo "[demo] 2/8 SMARTSwin encoder smoke run"
+echo "[demo] 2/9 SMARTSwin encoder smoke run"
 python -m smart_nets.smoke "$DATA_DIR/dataset.json" --num 2 --out_dir outputs/smoke >/dev/null
 
-echo "[demo] 3/8 SMART pretraining (bundles/smart_pretrain, configs/demo.json)"
+echo "[demo] 3/9 SMART pretraining (bundles/smart_pretrain, configs/demo.json)"
 PRE=bundles/smart_pretrain
 python -m monai.bundle run --config_file "['$PRE/configs/train.json','$PRE/configs/demo.json']" \
     --bundle_root "$PRE" --dataset_dir "$DATA_DIR" --output_dir outputs/pretrain --ckpt_dir outputs/pretrain/models \
@@ -31,7 +32,21 @@ python -m monai.bundle run --config_file "['$PRE/configs/train.json','$PRE/confi
     2>&1 | grep -v "^Epoch \[" | grep -E "Epoch: [0-9]+/[0-9]+, Iter|saved|finished|Error|error" || true
 test -f outputs/pretrain/models/model.pt || { echo "[demo] pretraining did not write its encoder" >&2; exit 1; }
 
-echo "[demo] 4/8 finetuning tumour segmentation from the pretrained encoder (bundles/smart_seg, configs/demo.json)"
+echo "[demo] 4/9 Task IV: clustering organs of the validation phantoms from frozen features (configs/cluster.json)"
+python -m monai.bundle run --config_file "['$PRE/configs/train.json','$PRE/configs/demo.json','$PRE/configs/cluster.json']" \
+    --bundle_root "$PRE" --dataset_dir "$DATA_DIR" --ckpt_dir outputs/pretrain/models --output_dir outputs/pretrain \
+    >/dev/null 2>&1 || { echo "[demo] organ clustering failed" >&2; exit 1; }
+python - <<'PY'
+import json
+r = json.load(open("outputs/pretrain/clusters/cluster_metrics.json"))
+for name, m in r["encoders"].items():
+    print(f"[demo]   {name:<11} centroid distance {m['inter_class_distance']:6.2f} (x{m['separation_ratio']:.2f} the "
+          f"spread), silhouette {m['silhouette']:+.3f}, k-means ARI {m['kmeans_ari']:.3f} "
+          f"({m['n_embeddings']} organ embeddings, {r['n_images']} images)")
+print("[demo]   scatter plot outputs/pretrain/clusters/cluster_scatter.png")
+PY
+
+echo "[demo] 5/9 finetuning tumour segmentation from the pretrained encoder (bundles/smart_seg, configs/demo.json)"
 SEG=bundles/smart_seg
 python -m monai.bundle run --config_file "['$SEG/configs/train.json','$SEG/configs/demo.json']" \
     --bundle_root "$SEG" --dataset_dir "$DATA_DIR" --pretrained_path outputs/pretrain/models/model.pt \
@@ -39,7 +54,7 @@ python -m monai.bundle run --config_file "['$SEG/configs/train.json','$SEG/confi
     2>&1 | grep -v "^Epoch \[" | grep -E "pretrained encoder|Metrics -- .*val_mean_dice|Error|error" || true
 test -f outputs/seg/models/model.pt || { echo "[demo] segmentation training did not write its model" >&2; exit 1; }
 
-echo "[demo] 5/8 segmenting the validation phantoms and scoring them (configs/evaluate.json + inference.json)"
+echo "[demo] 6/9 segmenting the validation phantoms and scoring them (configs/evaluate.json + inference.json)"
 python -m monai.bundle run --config_file "['$SEG/configs/train.json','$SEG/configs/demo.json','$SEG/configs/evaluate.json']" \
     --bundle_root "$SEG" --dataset_dir "$DATA_DIR" --ckpt_dir outputs/seg/models --output_dir outputs/seg/evaluation \
     >/dev/null 2>&1
@@ -57,7 +72,7 @@ python -m monai.bundle run --config_file "['$SEG/configs/inference.json','$SEG/c
     >/dev/null 2>&1
 echo "[demo]   masks in the input space: $(ls outputs/seg/predictions/*_seg.nii.gz | wc -l) files in outputs/seg/predictions"
 
-echo "[demo] 6/8 outcome prediction (bundles/smart_response, configs/demo.json): 40 phantoms, response endpoint"
+echo "[demo] 7/9 outcome prediction (bundles/smart_response, configs/demo.json): 40 phantoms, response endpoint"
 OUT_DIR="${DATA_DIR}_outcome"
 python -m smart_nets.data.phantoms "$OUT_DIR" --num 40 --seed 2 --shape "[96,96,48]" --spacing "[3.4,3.4,6.7]" \
     --val_fraction 0.3 >/dev/null 2>&1
@@ -68,7 +83,7 @@ python -m monai.bundle run --config_file "['$RES/configs/train.json','$RES/confi
     2>&1 | grep -E "Metrics -- .*val_auc|Error|error" || true
 test -f outputs/response/models/model.pt || { echo "[demo] outcome training did not write its model" >&2; exit 1; }
 
-echo "[demo] 7/8 evaluating the response model on the validation phantoms"
+echo "[demo] 8/9 evaluating the response model on the validation phantoms"
 python -m monai.bundle run --config_file "['$RES/configs/train.json','$RES/configs/demo.json','$RES/configs/evaluate.json']" \
     --bundle_root "$RES" --dataset_dir "$OUT_DIR" --ckpt_dir outputs/response/models \
     --output_dir outputs/response/evaluation >/dev/null 2>&1
@@ -80,7 +95,7 @@ print(f"[demo]   {r['endpoint']}: AUC {r['auc']:.3f} (95% CI {r['ci_low']:.3f}-{
       f"specificity {r['specificity']:.2f}; ROC curve outputs/response/evaluation/roc.png")
 PY
 
-echo "[demo] 8/8 exporting both models to ONNX and predicting with onnxruntime (configs/inference_onnx.json)"
+echo "[demo] 9/9 exporting both models to ONNX and predicting with onnxruntime (configs/inference_onnx.json)"
 for B in "$SEG" "$RES"; do
     NAME=$(basename "$B"); MODELS="outputs/${NAME#smart_}/models"
     python -m monai.bundle onnx_export --args_file "$B/configs/onnx_export.json" --filepath "$MODELS/model.onnx" \

@@ -11,7 +11,7 @@ import importlib
 
 __version__ = "0.3.0"
 
-_SUBPACKAGES = ("data", "engines", "export", "handlers", "losses", "metrics", "networks", "transforms")
+_SUBPACKAGES = ("cluster", "data", "engines", "export", "handlers", "losses", "metrics", "networks", "transforms")
 
 
 def __getattr__(name: str):
