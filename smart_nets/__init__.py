@@ -11,7 +11,18 @@ import importlib
 
 __version__ = "0.3.0"
 
-_SUBPACKAGES = ("cluster", "data", "engines", "export", "handlers", "losses", "metrics", "networks", "transforms")
+_SUBPACKAGES = (
+    "cluster",
+    "data",
+    "engines",
+    "export",
+    "handlers",
+    "losses",
+    "metrics",
+    "networks",
+    "transforms",
+    "zoo",
+)
 
 
 def __getattr__(name: str):
