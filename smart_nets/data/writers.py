@@ -14,7 +14,8 @@ __all__ = ["atomic_path", "AtomicNibabelWriter"]
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` to write to; rename it over ``path`` when the block succeeds.
+    """Yield a temporary path beside ``path`` to write to; fsync it and rename it over ``path`` when the block
+    succeeds.
 
     The temporary name keeps the final name as its suffix (``.tmp-<pid>-<name>``), so writers that infer the format
     from the extension (``.nii.gz``) still compress. On an error the temporary file is removed and ``path`` is left
@@ -25,9 +26,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
         yield tmp
+        _fsync(tmp)  # the data is on disk before the name points at it: a crash never leaves a named, empty file
         os.replace(tmp, path)
+        _fsync(path.parent)  # and the rename itself survives a power cut
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    """``fsync`` a file or a folder; a file system that cannot (some network mounts) is left to its own devices."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class AtomicNibabelWriter(NibabelWriter):

@@ -22,10 +22,8 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
     A run killed mid-write leaves the previous file intact under its name, never a truncated one.
     """
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+    with atomic_path(path) as tmp:  # atomic_path fsyncs the file and the folder around the rename
+        torch.save(obj, tmp)
 
 
 class AtomicCheckpoint:

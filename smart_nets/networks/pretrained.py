@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Mapping
 
 import torch
@@ -26,12 +27,21 @@ def encoder_state_from(source: str | os.PathLike | Mapping[str, torch.Tensor]) -
 
     Raises:
         FileNotFoundError: for a missing file.
-        ValueError: when the file holds no tensors.
+        ValueError: when the file holds no tensors, is truncated or not a checkpoint, or carries other pickled
+            objects (refused by ``weights_only``; the file's code never runs).
     """
     if isinstance(source, (str, os.PathLike)):
         if not os.path.isfile(source):
             raise FileNotFoundError(f"pretrained weights {source} do not exist")
-        state = torch.load(source, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(source, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:  # weights_only refused an object that is not a tensor: possibly code
+            raise ValueError(
+                f"{source} was refused: it holds Python objects besides tensors, which weights_only loading does "
+                f"not run (only load checkpoints you trust): {str(e).splitlines()[0]}"
+            ) from e
+        except (RuntimeError, EOFError, OSError) as e:  # truncated or not a torch file
+            raise ValueError(f"{source} is not a readable PyTorch checkpoint (truncated or another format): {e}") from e
         name = str(source)
     else:
         state, name = source, "the given state dict"
