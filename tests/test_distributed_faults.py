@@ -1,0 +1,101 @@
+"""A worker of a 2-process `torchrun` (gloo, CPU) dies: the job ends in bounded time, non-zero, naming the failed
+rank; a restart with `--resume true` continues from the last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from smart_nets.data import generate_phantoms
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _completed_epochs(path: Path) -> int:
+    try:
+        trainer = torch.load(path, weights_only=True)["trainer"]
+    except (FileNotFoundError, RuntimeError, EOFError):
+        return 0
+    return int(trainer["iteration"]) // int(trainer["epoch_length"])
+
+
+def test_a_killed_worker_ends_the_job_naming_its_rank_and_a_restart_resumes(tmp_path):
+    generate_phantoms(str(tmp_path / "data"), num=8, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0), val_fraction=0.25)
+    bundle = tmp_path / "smart_pretrain"
+    shutil.copytree(REPO / "bundles" / "smart_pretrain", bundle)
+    initialize = json.loads((bundle / "configs" / "multi_gpu_train.json").read_text())["initialize"]
+    initialize.append("$open(@bundle_root + f'/pid{dist.get_rank()}', 'w').write(str(os.getpid()))")
+    override = tmp_path / "ddp.json"
+    override.write_text(json.dumps({"backend": "gloo", "batch_size": 1, "save_interval": 1, "initialize": initialize}))
+    configs = [bundle / "configs" / f for f in ("train.json", "multi_gpu_train.json", "demo.json")] + [override]
+    models = tmp_path / "models"
+
+    def torchrun(*extra: str) -> list[str]:
+        args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+        args += ["--master_port", str(_free_port()), "--monitor-interval", "1"]
+        args += ["-m", "monai.bundle", "run", "--config_file", "[" + ",".join(f"'{c}'" for c in configs) + "]"]
+        return args + [
+            "--bundle_root",
+            str(bundle),
+            "--dataset_dir",
+            str(tmp_path / "data"),
+            "--ckpt_dir",
+            str(models),
+            *extra,
+        ]
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    log = open(tmp_path / "job.log", "w+")
+    job = subprocess.Popen(
+        torchrun("--max_epochs", "40"),
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while _completed_epochs(models / "checkpoint.pt") < 1 or not (bundle / "pid1").is_file():
+            assert job.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
+            time.sleep(0.2)
+        os.kill(int((bundle / "pid1").read_text()), signal.SIGKILL)
+        killed = time.monotonic()
+        returncode = job.wait(timeout=120)
+        ended_after = time.monotonic() - killed
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    out = (tmp_path / "job.log").read_text()
+    assert returncode != 0 and ended_after < 120, (returncode, ended_after)
+    assert re.search(r"rank\s*:\s*1 ", out) and "exitcode" in out and "-9" in out, out[-3000:]
+
+    saved = _completed_epochs(models / "checkpoint.pt")
+    restart = subprocess.run(
+        torchrun("--max_epochs", str(saved + 1), "--resume", "true"),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert restart.returncode == 0, restart.stdout[-2000:] + restart.stderr[-3000:]
+    assert "Restored all variables from" in restart.stdout + restart.stderr
+    assert _completed_epochs(models / "checkpoint.pt") == saved + 1
