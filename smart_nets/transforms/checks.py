@@ -68,7 +68,8 @@ class LoadImageCheckedd(LoadImaged):
 
 
 class CheckSegmentationd(MapTransform):
-    """Check an image/label pair as loaded: a 3D image, a label of the same spatial shape, only known classes.
+    """Check an image/label pair as loaded: a 3D image with the expected channels, a label of the same spatial
+    shape, only known classes.
 
     Run it right after ``EnsureChannelFirstd`` (before resampling), so that the shapes are those of the files.
 
@@ -76,21 +77,31 @@ class CheckSegmentationd(MapTransform):
         image_key: image key (``(C, D, H, W)`` expected).
         label_key: label key; absent labels (inference) are skipped.
         num_classes: labels must be integers in ``[0, num_classes)``.
+        channels: the image channels the network takes (``None``: any).
 
     Raises:
-        ValueError: naming the file(s): a 2D image, an image/label shape mismatch, or label values outside the classes.
+        ValueError: naming the file(s): a 2D or 4D+ image, another channel count, an image/label shape mismatch, or
+            label values outside the classes.
     """
 
-    def __init__(self, image_key: str = "image", label_key: str = "label", num_classes: int = 2) -> None:
+    def __init__(
+        self, image_key: str = "image", label_key: str = "label", num_classes: int = 2, channels: int | None = 1
+    ) -> None:
         super().__init__([image_key], allow_missing_keys=True)
-        self.image_key, self.label_key, self.num_classes = image_key, label_key, num_classes
+        self.image_key, self.label_key, self.num_classes, self.channels = image_key, label_key, num_classes, channels
 
     def __call__(self, data: Mapping) -> Mapping:
         image = data[self.image_key]
         if image.ndim != 4:
+            hint = "is it a 2D slice?" if image.ndim < 4 else "is it a time series or a multi-volume file?"
             raise ValueError(
                 f"{_source(data, self.image_key)}: a 3D volume is needed, got an image of shape "
-                f"{tuple(image.shape)} (channel first) - is it a 2D slice?"
+                f"{tuple(image.shape)} (channel first) - {hint}"
+            )
+        if self.channels is not None and image.shape[0] != self.channels:
+            raise ValueError(
+                f"{_source(data, self.image_key)}: {image.shape[0]} channels (shape {tuple(image.shape)}, channel "
+                f"first), the network takes {self.channels}"
             )
         if self.label_key not in data:
             return data

@@ -1,0 +1,108 @@
+"""Bad CT inputs through the segmentation bundle's inference entry point (`monai.bundle run`, the function the
+command line calls): each stops naming the file and what is wrong, outputs written earlier stay intact, and the
+inputs that deserve to work (a constant image, an image smaller than the ROI) work."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.bundle import run as bundle_run
+
+from smart_nets.data import generate_phantoms
+from tests.conftest import error_chain
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def seg(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad_inputs")
+    generate_phantoms(str(root / "data"), num=2, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0))
+    bundle = root / "smart_seg"
+    shutil.copytree(REPO / "bundles" / "smart_seg", bundle)
+    configs = [str(bundle / "configs" / "inference.json"), str(bundle / "configs" / "demo.json")]
+    parser = ConfigParser()
+    parser.read_config(configs)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
+    reference = nib.load(root / "data" / "imagesTr" / "phantom_000.nii.gz")
+    out = root / "out"
+    out.mkdir()
+    (out / "earlier_seg.nii.gz").write_bytes(b"a mask written by an earlier run")
+    return {"root": root, "bundle": bundle, "configs": configs, "ref": reference, "out": out}
+
+
+def _nifti(seg, name: str, array: np.ndarray) -> Path:
+    path = seg["root"] / f"{name}.nii.gz"
+    nib.save(nib.Nifti1Image(array, seg["ref"].affine), path)
+    return path
+
+
+def _infer(seg, path: Path) -> None:
+    bundle_run(
+        config_file=seg["configs"],
+        bundle_root=str(seg["bundle"]),
+        datalist=[str(path)],
+        output_dir=str(seg["out"]),
+        logging_file=False,
+    )
+
+
+def _cases(seg) -> dict:
+    image = np.asanyarray(seg["ref"].dataobj)
+    text = seg["root"] / "text.nii.gz"
+    text.write_text("not an image")
+    truncated = seg["root"] / "truncated.nii.gz"
+    truncated.write_bytes((seg["root"] / "data" / "imagesTr" / "phantom_000.nii.gz").read_bytes()[:3000])
+    nan = image.astype(np.float32)
+    nan[10, 10, 10] = np.nan
+    return {
+        "text file named .nii.gz": (text, "cannot read image"),
+        "truncated .nii.gz": (truncated, "cannot read image"),
+        "2D image": (_nifti(seg, "slice", image[:, :, 0]), "a 3D volume is needed, got an image of shape (1, 64, 64)"),
+        "5D image": (_nifti(seg, "series", np.stack([image, image], -1)[..., None, :]), "a time series or a multi"),
+        "two channels": (_nifti(seg, "two_channels", np.stack([image, image], -1)), "2 channels"),
+        "NaN voxels": (_nifti(seg, "nan", nan), "NaN"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["text file named .nii.gz", "truncated .nii.gz", "2D image", "5D image", "two channels", "NaN voxels"]
+)
+def test_a_bad_image_stops_naming_the_file_and_the_problem_and_keeps_earlier_outputs(seg, case):
+    path, problem = _cases(seg)[case]
+    with pytest.raises(Exception) as info:
+        _infer(seg, path)
+    message = "\n".join(error_chain(info.value))
+    assert str(path) in message and problem in message, message[-2000:]
+    assert (seg["out"] / "earlier_seg.nii.gz").read_bytes() == b"a mask written by an earlier run"
+    assert not (seg["out"] / f"{path.name[:-7]}_seg.nii.gz").exists() and not list(seg["out"].glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("case", ["constant image", "image smaller than the ROI"])
+def test_inputs_that_deserve_to_work_work(seg, case):
+    image = np.asanyarray(seg["ref"].dataobj)
+    array = np.full(image.shape, -1000, np.int16) if case == "constant image" else image[:20, :24, :6]
+    path = _nifti(seg, case.replace(" ", "_"), array)
+    _infer(seg, path)
+    mask = nib.load(seg["out"] / f"{path.name[:-7]}_seg.nii.gz")
+    assert mask.shape == array.shape
+
+
+def test_the_command_line_exits_non_zero_in_bounded_time_with_the_message(seg):
+    path, problem = _cases(seg)["two channels"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(seg["configs"]).replace('"', "'")]
+        + ["--bundle_root", str(seg["bundle"]), "--datalist", f"['{path}']", "--output_dir", str(seg["out"])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0 and str(path) in proc.stderr and "the network takes 1" in proc.stderr
