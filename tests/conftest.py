@@ -62,6 +62,16 @@ def verify_bundle(bundle: Path, tmp_path: Path) -> None:
     )
 
 
+def completed_epochs(checkpoint: Path) -> int:
+    """Epochs a training checkpoint has completed (ignite keeps the iteration and the epoch length); 0 before the
+    first one is written."""
+    try:
+        trainer = torch.load(checkpoint, weights_only=True)["trainer"]
+    except (FileNotFoundError, RuntimeError, EOFError):
+        return 0
+    return int(trainer["iteration"]) // int(trainer["epoch_length"])
+
+
 def error_chain(error: BaseException | None) -> list[str]:
     """The messages of ``error`` and its causes: MONAI's ``Compose`` wraps a transform's error in its own."""
     messages = []

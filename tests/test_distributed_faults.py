@@ -14,9 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from smart_nets.data import generate_phantoms
+from tests.conftest import completed_epochs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,14 +24,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _completed_epochs(path: Path) -> int:
-    try:
-        trainer = torch.load(path, weights_only=True)["trainer"]
-    except (FileNotFoundError, RuntimeError, EOFError):
-        return 0
-    return int(trainer["iteration"]) // int(trainer["epoch_length"])
 
 
 def test_a_killed_worker_ends_the_job_naming_its_rank_and_a_restart_resumes(tmp_path):
@@ -72,7 +63,7 @@ def test_a_killed_worker_ends_the_job_naming_its_rank_and_a_restart_resumes(tmp_
     )
     try:
         deadline = time.monotonic() + 300
-        while _completed_epochs(models / "checkpoint.pt") < 1 or not (bundle / "pid1").is_file():
+        while completed_epochs(models / "checkpoint.pt") < 1 or not (bundle / "pid1").is_file():
             assert job.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
             time.sleep(0.2)
@@ -87,7 +78,7 @@ def test_a_killed_worker_ends_the_job_naming_its_rank_and_a_restart_resumes(tmp_
     assert returncode != 0 and ended_after < 120, (returncode, ended_after)
     assert re.search(r"rank\s*:\s*1 ", out) and "exitcode" in out and "-9" in out, out[-3000:]
 
-    saved = _completed_epochs(models / "checkpoint.pt")
+    saved = completed_epochs(models / "checkpoint.pt")
     restart = subprocess.run(
         torchrun("--max_epochs", str(saved + 1), "--resume", "true"),
         cwd=tmp_path,
@@ -98,4 +89,4 @@ def test_a_killed_worker_ends_the_job_naming_its_rank_and_a_restart_resumes(tmp_
     )
     assert restart.returncode == 0, restart.stdout[-2000:] + restart.stderr[-3000:]
     assert "Restored all variables from" in restart.stdout + restart.stderr
-    assert _completed_epochs(models / "checkpoint.pt") == saved + 1
+    assert completed_epochs(models / "checkpoint.pt") == saved + 1

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from smart_nets.data import generate_phantoms
-from tests.conftest import run_bundle
+from tests.conftest import completed_epochs, run_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,15 +25,6 @@ def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("resume")
     generate_phantoms(str(root), num=8, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0), val_fraction=0.25, seed=0)
     return root
-
-
-def _saved_epoch(path: Path) -> int:
-    """The epochs a checkpoint has completed (ignite keeps the iteration and the epoch length)."""
-    try:
-        trainer = torch.load(path, weights_only=True)["trainer"]
-    except (FileNotFoundError, RuntimeError, EOFError):
-        return 0
-    return int(trainer["iteration"]) // int(trainer["epoch_length"])
 
 
 @pytest.mark.parametrize("bundle", ["smart_pretrain", "smart_seg"])
@@ -53,14 +44,14 @@ def test_kill_9_mid_epoch_then_resume_continues_from_the_last_checkpoint(bundle,
     )
     try:
         deadline = time.monotonic() + 240
-        while _saved_epoch(models / "checkpoint.pt") < 2:
+        while completed_epochs(models / "checkpoint.pt") < 2:
             assert proc.poll() is None, "training ended before it could be killed"
             assert time.monotonic() < deadline, "no checkpoint of epoch 2 within 4 minutes"
             time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    saved = _saved_epoch(models / "checkpoint.pt")
+    saved = completed_epochs(models / "checkpoint.pt")
     assert 2 <= saved < 6, saved
 
     log = run_bundle(args + ["--resume", "true"], cwd=tmp_path)
