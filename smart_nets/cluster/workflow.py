@@ -14,7 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from smart_nets.cluster.embed import EncoderStage, pool_in_masks
-from smart_nets.cluster.metrics import DEFINITIONS, cluster_metrics
+from smart_nets.cluster.metrics import DEFINITIONS, cluster_metrics, standardize
 from smart_nets.data.writers import atomic_path
 
 __all__ = ["OrganClustering", "load_frozen_encoder", "organ_names_from"]
@@ -141,19 +141,17 @@ class OrganClustering:
         with atomic_path(os.path.join(self.output_dir, "cluster_embeddings.npz")) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
-        self._scatter(embeddings, metrics)
+        self._scatter(embeddings, metrics, labels)
         keys = ("inter_class_distance", "separation_ratio", "silhouette", "kmeans_ari")
         for name, m in metrics.items():
             logger.info(f"{name}: " + ", ".join(f"{k} {m[k]:.3f}" for k in keys) + f" ({m['n_embeddings']} embeddings)")
         return metrics
 
-    def _scatter(self, embeddings: dict, metrics: dict) -> None:
+    def _scatter(self, embeddings: dict, metrics: dict, labels: list[int]) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        from smart_nets.cluster.metrics import standardize
 
         try:
             from sklearn.manifold import TSNE
@@ -164,7 +162,6 @@ class OrganClustering:
         width = 5.5 * len(methods) + 2.0  # room for the legend on the right
         fig, axes = plt.subplots(len(embeddings), len(methods), figsize=(width, 4.5 * len(embeddings)))
         axes = np.atleast_2d(axes).reshape(len(embeddings), len(methods))
-        labels = sorted({int(v) for _, y, _ in embeddings.values() for v in y})
         colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(labels), 2)))
         for row, (name, (x, y, _)) in enumerate(embeddings.items()):
             z = standardize(x)

@@ -165,7 +165,6 @@ def package_bundle(
                 for path in sorted(stage.rglob("*")):
                     if path.is_file():
                         archive.write(path, path.relative_to(stage.parent).as_posix())
-        check_bundle(zip_path, schema=schema, max_file_bytes=max_file_bytes)
     for weight, entry in zip(weights, entries):
         with atomic_path(out / entry["url"].rsplit("/", 1)[1]) as tmp_weight:
             shutil.copy2(weight, tmp_weight)
