@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from monai.bundle import ConfigParser
 
 from smart_nets.networks.nets import SMARTSwin
 
@@ -26,6 +27,7 @@ def tiny_swin() -> SMARTSwin:
     return SMARTSwin(**TINY).eval()
 
 
+REPO = Path(__file__).resolve().parents[1]
 SCHEMA = Path(__file__).parent / "fixtures" / "meta_schema_20240725.json"
 SCHEMA_MD5 = "06954cad2cc5d3784e72077ac76f0fc8"
 
@@ -59,6 +61,27 @@ def verify_bundle(bundle: Path, tmp_path: Path) -> None:
         ["verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json"]
         + ["--config_file", "configs/inference.json", "--device", "cpu"],
         cwd=bundle,
+    )
+
+
+def demo_network(bundle: str) -> torch.nn.Module:
+    """The ``network_def`` of a bundle with its ``configs/demo.json`` sizes (``train.json``'s for smart_pretrain,
+    ``inference.json``'s otherwise), freshly initialised, in eval mode."""
+    configs = REPO / "bundles" / bundle / "configs"
+    base = "train.json" if bundle == "smart_pretrain" else "inference.json"
+    parser = ConfigParser()
+    parser.read_config([str(configs / base), str(configs / "demo.json")])
+    return parser.get_parsed_content("network_def").eval()
+
+
+def export_demo_onnx(bundle_dir: Path, filepath: str = "models/model.onnx", ckpt_file: str = "models/model.pt") -> str:
+    """``python -m monai.bundle onnx_export`` in ``bundle_dir`` with its ``configs/onnx_export.json`` and the demo's
+    64^3 network, as the bundle READMEs spell it."""
+    return run_bundle(
+        ["onnx_export", "--args_file", "configs/onnx_export.json", "--filepath", filepath]
+        + ["--ckpt_file", ckpt_file, "--meta_file", "configs/metadata.json"]
+        + ["--config_file", "['configs/inference.json','configs/demo.json']", "--input_shape", "[1, 1, 64, 64, 64]"],
+        cwd=bundle_dir,
     )
 
 

@@ -13,11 +13,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 
 from smart_nets.data import generate_phantoms
-from tests.conftest import error_chain
+from tests.conftest import demo_network, error_chain
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,9 +28,7 @@ def seg(tmp_path_factory):
     bundle = root / "smart_seg"
     shutil.copytree(REPO / "bundles" / "smart_seg", bundle)
     configs = [str(bundle / "configs" / "inference.json"), str(bundle / "configs" / "demo.json")]
-    parser = ConfigParser()
-    parser.read_config(configs)
-    torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
+    torch.save(demo_network("smart_seg").state_dict(), bundle / "models" / "model.pt")
     reference = nib.load(root / "data" / "imagesTr" / "phantom_000.nii.gz")
     out = root / "out"
     out.mkdir()

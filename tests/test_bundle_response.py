@@ -14,7 +14,7 @@ import torch
 
 from smart_nets.data import generate_phantoms
 from smart_nets.transforms import EndpointLabeld, class_weights
-from tests.conftest import run_bundle, verify_bundle
+from tests.conftest import export_demo_onnx, run_bundle, verify_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "smart_response"
@@ -90,12 +90,7 @@ def test_train_evaluate_and_infer_with_the_demo_override(tmp_path):
         assert int(row["predicted_class"]) == int(p1 > p0)
 
     # the same predictions from the exported graph on onnxruntime, and from the TensorRT config's CPU fallback
-    run_bundle(
-        ["onnx_export", "--args_file", "configs/onnx_export.json", "--filepath", "models/model.onnx"]
-        + ["--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json"]
-        + ["--config_file", "['configs/inference.json','configs/demo.json']", "--input_shape", "[1, 1, 64, 64, 64]"],
-        cwd=root / "smart_response",
-    )
+    export_demo_onnx(root / "smart_response")
     for name in ("onnx", "trt"):
         run_bundle(
             [

@@ -15,7 +15,7 @@ import pytest
 
 from smart_nets.data import generate_phantoms, make_phantom
 from smart_nets.data.dicom import write_dicom_series
-from tests.conftest import run_bundle, verify_bundle
+from tests.conftest import export_demo_onnx, run_bundle, verify_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "smart_seg"
@@ -120,12 +120,7 @@ def test_onnx_and_tensorrt_configs_reproduce_the_pytorch_masks(trained):
     nib.save(nib.Nifti1Image(phantom.image, phantom.affine), trained / "large.nii.gz")
     configs = f"['{root}/configs/inference.json','{root}/configs/demo.json'"
     common = ["--bundle_root", str(root), "--datalist", f"['{trained}/large.nii.gz']"]
-    run_bundle(
-        ["onnx_export", "--args_file", "configs/onnx_export.json", "--filepath", "models/model.onnx"]
-        + ["--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json"]
-        + ["--config_file", "['configs/inference.json','configs/demo.json']", "--input_shape", "[1, 1, 64, 64, 64]"],
-        cwd=root,
-    )
+    export_demo_onnx(root)
     masks, logs, trt = {}, {}, root / "configs" / "inference_trt.json"
     for name, extra in (("torch", ""), ("onnx", f",'{root}/configs/inference_onnx.json'"), ("trt", f",'{trt}'")):
         out = trained / f"pred_{name}"

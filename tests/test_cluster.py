@@ -23,7 +23,7 @@ from smart_nets.cluster import (
     standardize,
 )
 from smart_nets.data import generate_phantoms
-from tests.conftest import error_chain, run_bundle
+from tests.conftest import demo_network, error_chain, run_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "smart_pretrain"
@@ -81,16 +81,10 @@ def test_mask_pooling_ignores_everything_outside_the_organ_and_skips_absent_orga
     assert set(pool_in_masks(features, organs, min_voxels=50)) == {3}  # organ 3 has 64 voxels, organ 7 has 32
 
 
-def _tiny_encoder_file(path: Path) -> None:
-    parser = ConfigParser()
-    parser.read_config([str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "demo.json")])
-    torch.save(parser.get_parsed_content("network_def").encoder.state_dict(), path)
-
-
 def test_cluster_workflow_on_four_phantoms_writes_metrics_embeddings_and_scatter(tmp_path):
     data = tmp_path / "data"
     generate_phantoms(str(data), num=8, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0), val_fraction=0.5)
-    _tiny_encoder_file(tmp_path / "encoder.pt")
+    torch.save(demo_network("smart_pretrain").encoder.state_dict(), tmp_path / "encoder.pt")
     configs = [BUNDLE / "configs" / f for f in ("train.json", "demo.json", "cluster.json")]
     log = run_bundle(
         ["run", "--config_file", "[" + ",".join(f"'{c}'" for c in configs) + "]", "--bundle_root", str(BUNDLE)]

@@ -12,7 +12,6 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from monai.bundle import ConfigParser
 from onnx import TensorProto, helper
 
 from smart_nets.export import (
@@ -23,33 +22,21 @@ from smart_nets.export import (
     tensorrt_status,
     trt_compile,
 )
-from tests.conftest import run_bundle
+from tests.conftest import demo_network, export_demo_onnx
 
 REPO = Path(__file__).resolve().parents[1]
 TRT_OPS = Path(__file__).parent / "fixtures" / "onnx_tensorrt_10_operators.json"
 BUNDLES = ("smart_seg", "smart_response")
 
 
-def _demo_network(bundle: str) -> torch.nn.Module:
-    configs = REPO / "bundles" / bundle / "configs"
-    parser = ConfigParser()
-    parser.read_config([str(configs / "inference.json"), str(configs / "demo.json")])
-    return parser.get_parsed_content("network_def").eval()
-
-
 @pytest.mark.parametrize("bundle", BUNDLES)
 def test_bundle_onnx_export_matches_eager_at_batch_1_and_3_and_is_ready_for_tensorrt(bundle, tmp_path):
-    net = _demo_network(bundle)
+    net = demo_network(bundle)
     with torch.no_grad():  # move off the initialisation so that a weight the export missed would show
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     torch.save(net.state_dict(), tmp_path / "model.pt")
-    run_bundle(
-        ["onnx_export", "--args_file", "configs/onnx_export.json", "--filepath", str(tmp_path / "model.onnx")]
-        + ["--ckpt_file", str(tmp_path / "model.pt"), "--meta_file", "configs/metadata.json"]
-        + ["--config_file", "['configs/inference.json','configs/demo.json']", "--input_shape", "[1, 1, 64, 64, 64]"],
-        cwd=REPO / "bundles" / bundle,
-    )
+    export_demo_onnx(REPO / "bundles" / bundle, str(tmp_path / "model.onnx"), str(tmp_path / "model.pt"))
     served = OnnxRuntimeModule(tmp_path / "model.onnx")
     for batch in (1, 3):
         x = torch.rand(batch, 1, 64, 64, 64)

@@ -16,22 +16,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from monai.bundle import ConfigParser
 
 from smart_nets.data import generate_phantoms
 from smart_nets.zoo import ZooCheckError, check_bundle, package_bundle, safe_extract, sha256sum
-from tests.conftest import SCHEMA
+from tests.conftest import SCHEMA, demo_network
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = ("smart_pretrain", "smart_seg", "smart_response")
 
 
 def _tiny_weights(bundle: str, models: Path) -> None:
-    configs = REPO / "bundles" / bundle / "configs"
-    parser = ConfigParser()
-    base = "train.json" if bundle == "smart_pretrain" else "inference.json"
-    parser.read_config([str(configs / base), str(configs / "demo.json")])
-    net = parser.get_parsed_content("network_def")
+    net = demo_network(bundle)
     models.mkdir(parents=True, exist_ok=True)
     torch.save((net.encoder if bundle == "smart_pretrain" else net).state_dict(), models / "model.pt")
 
