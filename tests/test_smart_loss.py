@@ -84,3 +84,28 @@ def test_centres_follow_their_momentum_and_total_weights_the_parts():
     torch.testing.assert_close(
         loss.center, 0.9 * expected + 0.1 * teacher["global"].reshape(-1, K).mean(0, keepdim=True)
     )
+
+
+def test_pooled_only_ablation_distils_the_pooled_token_alone():
+    student, teacher, views, masks = _outputs()
+    pooled = _loss(global_tokens=["pooled"])(student, teacher, views, masks, 0.04, 0.04)
+    # the pooled logits alone, moved to token 0 so that a one-token loss reads them
+    sliced = [dict(out, **{"global": out["global"][:, 1:]}) for out in (student, teacher)]
+    expected = _loss(global_tokens=["cls"])(*sliced, views, masks, 0.04, 0.04)
+    assert torch.allclose(pooled["cls"], expected["cls"])
+    both = _loss()(student, teacher, views, masks, 0.04, 0.04)
+    assert not torch.allclose(pooled["cls"], both["cls"])
+    cls_changed = dict(student, **{"global": student["global"].clone()})
+    cls_changed["global"][:, 0] += 3.0  # the [CLS] logits no longer matter
+    again = _loss(global_tokens="pooled")(cls_changed, teacher, views, masks, 0.04, 0.04)
+    assert torch.equal(again["cls"], pooled["cls"])
+
+
+def test_global_tokens_must_be_known_and_distinct():
+    for bad in ([], ["patch"], ["pooled", "pooled"]):
+        try:
+            _loss(global_tokens=bad)
+        except ValueError as err:
+            assert "global_tokens" in str(err)
+        else:
+            raise AssertionError(f"global_tokens={bad!r} accepted")

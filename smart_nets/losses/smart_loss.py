@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SMARTLoss"]
+__all__ = ["GLOBAL_TOKENS", "SMARTLoss"]
+
+GLOBAL_TOKENS = ("cls", "pooled")  # the order of SMARTPretrainNet's ``global`` output
 
 
 def _cross_entropy(teacher_probs: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
@@ -45,9 +49,13 @@ class SMARTLoss(nn.Module):
         center_momentum: momentum of both centres (0.9).
         w_cls, w_patch, w_rec: weights of the three parts (1, 1, and 10 by the authors' code default, 60 in their
             scripts).
+        global_tokens: which global tokens ``L_cls`` distils, from ``("cls", "pooled")`` (both, SMART). The
+            ablation without class-attention guidance uses ``["pooled"]`` (with ``masking="random"``): the [CLS]
+            token and its class-attention blocks then receive no gradient.
 
     Raises:
-        ValueError: on inputs whose batch sizes or token counts disagree.
+        ValueError: on an empty or unknown ``global_tokens``, and on inputs whose batch sizes or token counts
+            disagree.
     """
 
     def __init__(
@@ -58,8 +66,14 @@ class SMARTLoss(nn.Module):
         w_cls: float = 1.0,
         w_patch: float = 1.0,
         w_rec: float = 10.0,
+        global_tokens: Sequence[str] = GLOBAL_TOKENS,
     ) -> None:
         super().__init__()
+        tokens = [global_tokens] if isinstance(global_tokens, str) else list(global_tokens)
+        unknown = [t for t in tokens if t not in GLOBAL_TOKENS]
+        if not tokens or unknown or len(set(tokens)) != len(tokens):
+            raise ValueError(f"global_tokens must be distinct names from {GLOBAL_TOKENS}, got {global_tokens!r}")
+        self.global_index = [GLOBAL_TOKENS.index(t) for t in tokens]
         self.student_temp = student_temp
         self.center_momentum = center_momentum
         self.w_cls, self.w_patch, self.w_rec = w_cls, w_patch, w_rec
@@ -98,7 +112,8 @@ class SMARTLoss(nn.Module):
         flat_masks = masks.flatten(1)
         if student["patch"].shape[1] != flat_masks.shape[1]:
             raise ValueError(f"{student['patch'].shape[1]} patch tokens but {flat_masks.shape[1]} mask entries")
-        s_global, t_global = student["global"].float(), teacher["global"].float().detach()
+        s_global = student["global"][:, self.global_index].float()
+        t_global = teacher["global"][:, self.global_index].float().detach()
         s_patch, t_patch = student["patch"].float(), teacher["patch"].float().detach()
 
         t_probs = F.softmax((t_global - self.center) / teacher_temp, dim=-1)

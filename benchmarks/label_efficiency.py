@@ -1,0 +1,391 @@
+"""Does SMART help? Label-efficiency and ablation study on CT phantoms, one command, CPU.
+
+For every pretraining variant and seed: pretrain the tiny SMART encoder through ``bundles/smart_pretrain`` for the
+same number of iterations, cluster the organs of a held-out phantom set from its frozen features (Task IV,
+``configs/cluster.json``), then finetune ``bundles/smart_seg`` from it with 4 and with 8 labelled volumes (the same
+iterations for every cell) and score tumour Dice and HD95 on the held-out set. Variants (issue 10):
+
+- ``smart``: the full method (attention-guided masking, noisy teacher at ratio 0.3, [CLS] and pooled tokens,
+  reconstruction);
+- ``random_masking``: random token masking instead of attention-guided;
+- ``teacher_noise_0``: the teacher sees clean views (``teacher_mask_ratio`` 0, the authors' released code);
+- ``no_class_attention``: random masking and only the pooled token in the DINO loss (no [CLS] guidance at all);
+- ``no_reconstruction``: ``w_rec`` 0;
+- ``random_init``: no pretraining (the encoder keeps its seeded random initialisation).
+
+Everything runs in this process through ``monai.bundle.ConfigWorkflow`` on the bundles' own ``train.json`` +
+``demo.json`` (the tiny encoder: feature size 12, depths 1,1,1,1, pretraining ROI 64^3) with overrides, so the study
+measures what users run. Segmentation finetunes at batch 1 (one 64^3 crop per step, tumour-centred half of the time),
+which is what fits 36 finetunes in about an hour on 2 cores next to 15 pretraining runs. The Dice is the final
+model's (validation runs once, after the last epoch), not a best-of-checkpoints pick.
+
+Outputs: ``benchmarks/results/label_efficiency.json`` (settings, machine, wall time, every run's numbers and the
+aggregated cells) and ``label_efficiency.md`` beside it (mean +- sd per cell and paired differences against random
+initialisation). Results are written after every run, so ``--resume`` continues an interrupted study.
+
+    python benchmarks/label_efficiency.py                  # the study: 3 seeds, about an hour on 2 CPU cores
+    python benchmarks/label_efficiency.py --quick --results /tmp/le.json   # every cell, minutes (CI test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import logging
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PRETRAIN, SEG = REPO / "bundles" / "smart_pretrain", REPO / "bundles" / "smart_seg"
+RANDOM_INIT = "random_init"
+# bundle overrides of each pretraining variant (smart_pretrain configs/train.json ids)
+VARIANTS: dict[str, dict | None] = {
+    "smart": {},
+    "random_masking": {"train#trainer#masking": "random"},
+    "teacher_noise_0": {"teacher_mask_ratio": 0.0},
+    "no_class_attention": {"train#trainer#masking": "random", "loss_def#global_tokens": ["pooled"]},
+    "no_reconstruction": {"loss_def#w_rec": 0.0},
+    RANDOM_INIT: None,
+}
+FULL = dict(
+    seeds=[0, 1, 2],
+    labels=[4, 8],
+    pool=16,
+    heldout=8,
+    pretrain_iterations=160,
+    finetune_iterations=96,
+    pretrain_batch=2,
+    finetune_batch=1,
+)
+QUICK = dict(FULL, seeds=[0], pool=8, heldout=2, pretrain_iterations=4, finetune_iterations=2)
+CLUSTER_METRICS = ("silhouette", "kmeans_ari", "separation_ratio", "inter_class_distance")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    from smart_nets.data.writers import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def _machine() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def make_data(work: Path, s: dict) -> dict[str, Path]:
+    """Phantoms with fixed seeds: a pool (seed 0) that pretraining sees whole and whose first 4 or 8 cases are the
+    labelled finetuning sets, and a held-out set (seed 1) for Dice and Task IV. Returns the datalists."""
+    from smart_nets.data import generate_phantoms, load_datalist
+
+    pool_dir, held_dir = work / "phantoms_pool", work / "phantoms_heldout"
+    lists: dict[str, Path] = {}
+    for folder, num, seed in ((pool_dir, s["pool"], 0), (held_dir, s["heldout"], 1)):
+        if not (folder / "dataset.json").is_file():
+            generate_phantoms(str(folder), num=num, seed=seed)
+    keys = ["image", "label", "organs"]
+    pool = [i for k in ("training", "validation") for i in load_datalist(str(pool_dir / "dataset.json"), k, None, keys)]
+    held = [i for k in ("training", "validation") for i in load_datalist(str(held_dir / "dataset.json"), k, None, keys)]
+    meta = json.loads((pool_dir / "dataset.json").read_text())
+    head = {k: meta[k] for k in ("name", "labels", "organ_labels") if k in meta}
+    lists["pretrain"] = work / "pretrain.json"
+    _write_json(lists["pretrain"], dict(head, training=pool, validation=held))
+    for n in s["labels"]:
+        if n > len(pool):
+            raise ValueError(f"{n} labelled volumes asked for but the pool has {len(pool)} phantoms")
+        lists[f"labels_{n}"] = work / f"labels_{n}.json"
+        _write_json(lists[f"labels_{n}"], dict(head, training=pool[:n], validation=held))
+    return lists
+
+
+def _workflow(bundle: Path, configs: list[str], **overrides):
+    """A bundle workflow in this process (``monai.bundle run`` without a new interpreter), initialised."""
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(
+        config_file=[str(bundle / "configs" / c) for c in configs],
+        logging_file=False,
+        workflow_type=None,
+        bundle_root=str(bundle),
+        **overrides,
+    )
+    wf.initialize()
+    return wf
+
+
+def pretrain(variant: str, seed: int, s: dict, lists: dict, out: Path) -> dict:
+    epochs = max(1, s["pretrain_iterations"] // (s["pool"] // s["pretrain_batch"]))
+    wf = _workflow(
+        PRETRAIN,
+        ["train.json", "demo.json"],
+        datalist=str(lists["pretrain"]),
+        output_dir=str(out),
+        ckpt_dir=str(out / "models"),
+        seed=seed,
+        max_epochs=epochs,
+        save_interval=epochs,
+        log_every=10**9,
+        batch_size=s["pretrain_batch"],
+        **{"train#progress_bar#disable": True, "train#dataset#progress": False},
+        **VARIANTS[variant],
+    )
+    wf.run()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    last = trainer.state.output[0]
+    result = {k: float(last[k]) for k in ("loss", "loss_cls", "loss_patch", "loss_rec", "masked_fraction")}
+    result.update(iterations=trainer.state.iteration, encoder=str(out / "models" / "model.pt"))
+    # what the variant's overrides actually built (the --quick test checks these against VARIANTS)
+    from smart_nets.losses.smart_loss import GLOBAL_TOKENS
+
+    loss = wf.parser.get_parsed_content("loss")
+    noise = [t for t in wf.parser.get_parsed_content("train#preprocessing").transforms if hasattr(t, "ratio")]
+    result["effective"] = {
+        "masking": trainer.masking,
+        "teacher_mask_ratio": noise[0].ratio,
+        "w_rec": loss.w_rec,
+        "global_tokens": [GLOBAL_TOKENS[i] for i in loss.global_index],
+    }
+    wf.finalize()
+    return result
+
+
+def cluster(variant: str, seed: int, s: dict, lists: dict, encoder: str | None, out: Path) -> dict:
+    which = "@random_encoder" if encoder is None else "@pretrained_encoder"
+    wf = _workflow(
+        PRETRAIN,
+        ["train.json", "demo.json", "cluster.json"],
+        datalist=str(lists[f"labels_{s['labels'][0]}"]),
+        output_dir=str(out),
+        seed=seed,
+        cluster_weights=encoder or "",
+        encoders=f"${{'{variant}': {which}}}",
+        **{"clustering#tsne": False},
+    )
+    wf.run()
+    metrics = json.loads((out / "clusters" / "cluster_metrics.json").read_text())["encoders"][variant]
+    wf.finalize()
+    return {k: float(metrics[k]) for k in CLUSTER_METRICS} | {"n_embeddings": int(metrics["n_embeddings"])}
+
+
+def finetune(n: int, seed: int, s: dict, lists: dict, encoder: str | None, out: Path) -> dict:
+    # whole epochs over the n volumes; --quick caps the epoch below one pass instead
+    epoch_length = min(math.ceil(n / s["finetune_batch"]), s["finetune_iterations"])
+    epochs = max(1, s["finetune_iterations"] // epoch_length)
+    wf = _workflow(
+        SEG,
+        ["train.json", "demo.json"],
+        datalist=str(lists[f"labels_{n}"]),
+        output_dir=str(out),
+        ckpt_dir=str(out / "models"),
+        pretrained_path=encoder or "",
+        seed=seed,
+        batch_size=s["finetune_batch"],
+        num_samples=1,
+        max_epochs=epochs,
+        val_interval=epochs,
+        save_interval=epochs,
+        **{"train#progress_bar#disable": True, "train#handlers#0#exec_at_start": False},
+        **{"train#trainer#epoch_length": epoch_length},
+        **{"train#dataset#progress": False, "validate#dataset#progress": False},
+    )
+    wf.run()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    metrics = wf.parser.get_parsed_content("validate#evaluator").state.metrics
+    result = {
+        "dice": float(metrics["val_mean_dice"]),
+        "hd95": float(metrics["val_hausdorff95"]),
+        "iterations": trainer.state.iteration,
+        "final_train_loss": float(trainer.state.output[0]["loss"]),
+    }
+    wf.finalize()
+    return result
+
+
+def _stats(values: list[float]) -> dict:
+    finite = [v for v in values if math.isfinite(v)]
+    return {
+        "mean": statistics.fmean(finite) if finite else float("nan"),
+        "sd": statistics.stdev(finite) if len(finite) > 1 else 0.0,
+        "n": len(values),
+        "values": values,
+    }
+
+
+def summarise(runs: dict, s: dict) -> dict:
+    """Per variant: mean +- sd over seeds of Dice/HD95 per label count and the Task IV metrics, plus the paired
+    (same seed) Dice difference against random initialisation."""
+    cells: dict = {}
+    for variant in VARIANTS:
+        cell: dict = {}
+        for n in s["labels"]:
+            fin = [runs.get(f"finetune/{variant}/n{n}/seed{seed}") for seed in s["seeds"]]
+            cell[f"dice_{n}"] = _stats([r["dice"] for r in fin if r])
+            cell[f"hd95_{n}"] = _stats([r["hd95"] for r in fin if r])
+            rand = [runs.get(f"finetune/{RANDOM_INIT}/n{n}/seed{seed}") for seed in s["seeds"]]
+            cell[f"dice_{n}_minus_random"] = _stats([a["dice"] - b["dice"] for a, b in zip(fin, rand) if a and b])
+        clu = [runs.get(f"cluster/{variant}/seed{seed}") for seed in s["seeds"]]
+        for k in CLUSTER_METRICS:
+            cell[k] = _stats([r[k] for r in clu if r])
+        cells[variant] = cell
+    return cells
+
+
+def _pm(stat: dict, digits: int = 3, signed: bool = False) -> str:
+    if not stat["n"]:
+        return "-"
+    sign = "+" if signed else ""
+    return f"{stat['mean']:{sign}.{digits}f} ± {stat['sd']:.{digits}f}"
+
+
+def markdown(result: dict) -> str:
+    s, cells = result["settings"], result["cells"]
+    labels = s["labels"]
+    head = ["encoder"] + [f"Dice, {n} labels" for n in labels] + [f"ΔDice vs random, {n}" for n in labels]
+    head += ["HD95 mm, " + str(labels[-1]), "silhouette", "k-means ARI", "centroid dist / spread"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for variant, c in cells.items():
+        row = [f"`{variant}`"] + [_pm(c[f"dice_{n}"]) for n in labels]
+        row += [_pm(c[f"dice_{n}_minus_random"], signed=True) if variant != RANDOM_INIT else "0" for n in labels]
+        row += [_pm(c[f"hd95_{labels[-1]}"], 1), _pm(c["silhouette"]), _pm(c["kmeans_ari"])]
+        row += [_pm(c["separation_ratio"], 2)]
+        lines.append("| " + " | ".join(row) + " |")
+    m = result["machine"]
+    return "\n".join(
+        [
+            "# Label efficiency and ablations of SMART pretraining on CT phantoms",
+            "",
+            f"Generated by `{result['command']}` on {result['finished']}: {m['cpu']}, {m['cores']} cores, "
+            f"torch {m['torch']} ({m['torch_threads']} threads); wall time {result['wall_time_s'] / 60:.1f} min"
+            + (" (`--quick`: a smoke run, not a result)" if result["quick"] else "")
+            + ".",
+            "",
+            f"Mean ± sd over seeds {s['seeds']} (a seed fixes pretraining, finetuning and the random "
+            f"initialisation). Pretraining: {s['pretrain_iterations']} iterations at batch {s['pretrain_batch']} on "
+            f"{s['pool']} unlabelled phantoms (ROI 64^3, feature size 12, depths 1,1,1,1). Finetuning "
+            f"(`smart_seg`): {s['finetune_iterations']} iterations at batch {s['finetune_batch']} (64^3 crops) from the "
+            "first 4 or 8 pool "
+            f"phantoms with their tumour labels; Dice and HD95 of the final model on {s['heldout']} held-out "
+            "phantoms (another generator seed). Task IV: organ embeddings (stage 3, mean inside each organ mask) "
+            "of the held-out phantoms from the frozen encoder; silhouette, k-means adjusted Rand index, and "
+            "centroid distance over within-class spread. ΔDice: the same seed's difference to `random_init`.",
+            "",
+            *lines,
+            "",
+            "Every run's numbers: `label_efficiency.json` beside this file.",
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--quick", action="store_true", help="1 seed, 2-4 iterations, 10 phantoms: every cell, a minute"
+    )
+    parser.add_argument("--work_dir", default=str(REPO / "outputs" / "label_efficiency"), help="phantoms and runs")
+    parser.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "label_efficiency.json"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the seeds")
+    parser.add_argument("--resume", action="store_true", help="keep the runs already in --results")
+    args = parser.parse_args(argv)
+
+    s = dict(QUICK if args.quick else FULL)
+    if args.seeds:
+        s["seeds"] = args.seeds
+    work, results_path = Path(args.work_dir), Path(args.results)
+    work.mkdir(parents=True, exist_ok=True)
+    logging.disable(logging.INFO)  # the bundles' per-iteration logs; one line per run is printed instead
+    for bundle in (PRETRAIN, SEG):  # every config starts with ``$import scripts`` (the bundle's own package)
+        if str(bundle) not in sys.path:
+            sys.path.insert(0, str(bundle))
+
+    previous = json.loads(results_path.read_text()) if args.resume and results_path.is_file() else {}
+    if previous and previous.get("settings") != s:
+        raise ValueError(f"--resume: {results_path} was made with other settings {previous.get('settings')}")
+    runs: dict = previous.get("runs", {})
+    result = {
+        "study": "label_efficiency (issue 10)",
+        "command": "python benchmarks/label_efficiency.py" + "".join(f" {shlex.quote(a)}" for a in (argv or [])),
+        "quick": args.quick,
+        "settings": s,
+        "variants": {k: v for k, v in VARIANTS.items()},
+        "machine": _machine(),
+        "started": previous.get("started", datetime.datetime.now().isoformat(timespec="seconds")),
+        "runs": runs,
+    }
+    elapsed = previous.get("wall_time_s", 0.0)
+    start = time.perf_counter()
+
+    def save() -> None:
+        result["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+        result["wall_time_s"] = elapsed + time.perf_counter() - start
+        result["cells"] = summarise(runs, s)
+        _write_json(results_path, result)
+        results_path.with_suffix(".md").write_text(markdown(result))
+
+    lists = make_data(work, s)
+    jobs = []
+    for seed in s["seeds"]:
+        for variant in VARIANTS:
+            jobs.append(("pretrain", variant, seed, None))
+            jobs.append(("cluster", variant, seed, None))
+            jobs += [("finetune", variant, seed, n) for n in s["labels"]]
+    from tqdm import tqdm
+
+    bar = tqdm(jobs, desc="label efficiency", unit="run", disable=None)
+    for kind, variant, seed, n in bar:
+        key = f"{kind}/{variant}/" + (f"n{n}/" if n else "") + f"seed{seed}"
+        if key in runs or (kind == "pretrain" and VARIANTS[variant] is None):
+            continue
+        bar.set_postfix_str(key)
+        out = work / "runs" / key.replace("/", "_")
+        encoder = None
+        if VARIANTS[variant] is not None and kind != "pretrain":
+            encoder = runs[f"pretrain/{variant}/seed{seed}"]["encoder"]
+            if not Path(encoder).is_file():
+                raise FileNotFoundError(f"{key}: the pretrained encoder {encoder} is gone; rerun without --resume")
+        t0 = time.perf_counter()
+        if kind == "pretrain":
+            runs[key] = pretrain(variant, seed, s, lists, out)
+        elif kind == "cluster":
+            runs[key] = cluster(variant, seed, s, lists, encoder, out)
+        else:
+            runs[key] = finetune(n, seed, s, lists, encoder, out)
+        runs[key]["seconds"] = round(time.perf_counter() - t0, 1)
+        shown = {k: round(v, 3) for k, v in runs[key].items() if isinstance(v, float)}
+        tqdm.write(f"{key}: {shown}")
+        save()
+    save()
+    logging.disable(logging.NOTSET)
+    print(markdown(result))
+    return result
+
+
+if __name__ == "__main__":
+    if sys.platform == "linux" and "GLIBC_TUNABLES" not in os.environ and os.environ.get("FAST_MALLOC", "1") != "0":
+        # as scripts/demo.sh: keep freed memory in the heap (CPU training is ~1.6x faster); glibc reads this at
+        # start-up only, hence the re-exec
+        os.environ["GLIBC_TUNABLES"] = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
+        os.execv(sys.executable, [sys.executable, *sys.argv])
+    main(sys.argv[1:])
