@@ -284,9 +284,9 @@ def markdown(result: dict) -> str:
             f"Mean ± sd over seeds {s['seeds']} (a seed fixes pretraining, finetuning and the random "
             f"initialisation). Pretraining: {s['pretrain_iterations']} iterations at batch {s['pretrain_batch']} on "
             f"{s['pool']} unlabelled phantoms (ROI 64^3, feature size 12, depths 1,1,1,1). Finetuning "
-            f"(`smart_seg`): {s['finetune_iterations']} iterations at batch {s['finetune_batch']} (64^3 crops) from the "
-            "first 4 or 8 pool "
-            f"phantoms with their tumour labels; Dice and HD95 of the final model on {s['heldout']} held-out "
+            f"(`smart_seg`): {s['finetune_iterations']} iterations at batch {s['finetune_batch']} (64^3 crops) "
+            "from the first 4 or 8 pool phantoms with their tumour labels; Dice and HD95 of the final model on "
+            f"{s['heldout']} held-out "
             "phantoms (another generator seed). Task IV: organ embeddings (stage 3, mean inside each organ mask) "
             "of the held-out phantoms from the frozen encoder; silhouette, k-means adjusted Rand index, and "
             "centroid distance over within-class spread. ΔDice: the same seed's difference to `random_init`.",
