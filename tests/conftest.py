@@ -102,3 +102,72 @@ def error_chain(error: BaseException | None) -> list[str]:
         messages.append(str(error))
         error = error.__cause__
     return messages
+
+
+def _patched_nifti(path: Path, array, affine, patches: dict[int, bytes]) -> Path:
+    """A NIfTI-1 file whose header bytes are patched after nibabel wrote it (nibabel repairs zero or negative
+    pixdims and refuses singular affines when it writes, so broken headers must be made by hand)."""
+    import gzip
+
+    import nibabel as nib
+
+    block = bytearray(nib.Nifti1Image(array, affine).to_bytes())
+    for offset, value in patches.items():
+        block[offset : offset + len(value)] = value
+    path.write_bytes(gzip.compress(bytes(block)))
+    return path
+
+
+def bad_image_corpus(root: Path, image_file: Path) -> dict[str, tuple[Path, str]]:
+    """The bad-input corpus of issue 9, made from a good phantom image: ``{case: (path, what the error must say)}``.
+
+    Every case is generated here (nothing binary is committed): a text file named ``.nii.gz``, a truncated
+    ``.nii.gz``, 2D, 5D, two-channel and NaN images, zero and negative header spacing, and a DICOM folder holding
+    two series.
+    """
+    import struct
+
+    import nibabel as nib
+    import numpy as np
+
+    from smart_nets.data.dicom import write_dicom_series
+
+    root.mkdir(parents=True, exist_ok=True)
+    ref = nib.load(image_file)
+    image = np.asanyarray(ref.dataobj)
+
+    def nifti(name: str, array) -> Path:
+        path = root / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(array, ref.affine), path)
+        return path
+
+    text = root / "text.nii.gz"
+    text.write_text("not an image")
+    truncated = root / "truncated.nii.gz"
+    truncated.write_bytes(Path(image_file).read_bytes()[:3000])
+    nan = image.astype(np.float32)
+    nan[10, 10, 10] = np.nan
+    spacing = {}
+    no_sform = {254: struct.pack("<h", 0)}  # sform_code 0: the geometry comes from pixdim
+    for name, patches in (
+        ("zero_spacing", {80: struct.pack("<f", 0.0), **no_sform}),  # pixdim[1]
+        ("negative_spacing", {80: struct.pack("<f", -5.0), **no_sform}),
+    ):
+        spacing[name] = _patched_nifti(root / f"{name}.nii.gz", image, ref.affine, patches)
+    mixed = root / "two_series"
+    for series in ("ct", "scout"):
+        written = write_dicom_series(image[:, :, : 6 if series == "scout" else None], ref.affine, str(root / series))
+        mixed.mkdir(exist_ok=True)
+        for path in written:
+            shutil.copy(path, mixed / f"{series}_{Path(path).name}")
+    return {
+        "text file named .nii.gz": (text, "cannot read image"),
+        "truncated .nii.gz": (truncated, "cannot read image"),
+        "2D image": (nifti("slice", image[:, :, 0]), "a 3D volume is needed, got an image of shape (1,"),
+        "5D image": (nifti("series", np.stack([image, image], -1)[..., None, :]), "a time series or a multi"),
+        "two channels": (nifti("two_channels", np.stack([image, image], -1)), "2 channels"),
+        "NaN voxels": (nifti("nan", nan), "NaN"),
+        "zero spacing": (spacing["zero_spacing"], "pixdim (0.0,"),
+        "negative spacing": (spacing["negative_spacing"], "pixdim (-5.0,"),
+        "DICOM folder with two series": (mixed, "holds 2 series"),
+    }

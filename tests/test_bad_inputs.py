@@ -16,9 +16,20 @@ import torch
 from monai.bundle import run as bundle_run
 
 from smart_nets.data import generate_phantoms
-from tests.conftest import demo_network, error_chain
+from tests.conftest import bad_image_corpus, demo_network, error_chain
 
 REPO = Path(__file__).resolve().parents[1]
+CASES = [
+    "text file named .nii.gz",
+    "truncated .nii.gz",
+    "2D image",
+    "5D image",
+    "two channels",
+    "NaN voxels",
+    "zero spacing",
+    "negative spacing",
+    "DICOM folder with two series",
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,35 +63,20 @@ def _infer(seg, path: Path) -> None:
     )
 
 
-def _cases(seg) -> dict:
-    image = np.asanyarray(seg["ref"].dataobj)
-    text = seg["root"] / "text.nii.gz"
-    text.write_text("not an image")
-    truncated = seg["root"] / "truncated.nii.gz"
-    truncated.write_bytes((seg["root"] / "data" / "imagesTr" / "phantom_000.nii.gz").read_bytes()[:3000])
-    nan = image.astype(np.float32)
-    nan[10, 10, 10] = np.nan
-    return {
-        "text file named .nii.gz": (text, "cannot read image"),
-        "truncated .nii.gz": (truncated, "cannot read image"),
-        "2D image": (_nifti(seg, "slice", image[:, :, 0]), "a 3D volume is needed, got an image of shape (1, 64, 64)"),
-        "5D image": (_nifti(seg, "series", np.stack([image, image], -1)[..., None, :]), "a time series or a multi"),
-        "two channels": (_nifti(seg, "two_channels", np.stack([image, image], -1)), "2 channels"),
-        "NaN voxels": (_nifti(seg, "nan", nan), "NaN"),
-    }
+@pytest.fixture(scope="module")
+def corpus(seg) -> dict:
+    return bad_image_corpus(seg["root"] / "corpus", seg["root"] / "data" / "imagesTr" / "phantom_000.nii.gz")
 
 
-@pytest.mark.parametrize(
-    "case", ["text file named .nii.gz", "truncated .nii.gz", "2D image", "5D image", "two channels", "NaN voxels"]
-)
-def test_a_bad_image_stops_naming_the_file_and_the_problem_and_keeps_earlier_outputs(seg, case):
-    path, problem = _cases(seg)[case]
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_bad_image_stops_naming_the_file_and_the_problem_and_keeps_earlier_outputs(seg, corpus, case):
+    path, problem = corpus[case]
     with pytest.raises(Exception) as info:
         _infer(seg, path)
     message = "\n".join(error_chain(info.value))
     assert str(path) in message and problem in message, message[-2000:]
     assert (seg["out"] / "earlier_seg.nii.gz").read_bytes() == b"a mask written by an earlier run"
-    assert not (seg["out"] / f"{path.name[:-7]}_seg.nii.gz").exists() and not list(seg["out"].glob(".tmp-*"))
+    assert not (seg["out"] / f"{path.name.split('.')[0]}_seg.nii.gz").exists() and not list(seg["out"].glob(".tmp-*"))
 
 
 @pytest.mark.parametrize("case", ["constant image", "image smaller than the ROI"])
@@ -93,8 +89,8 @@ def test_inputs_that_deserve_to_work_work(seg, case):
     assert mask.shape == array.shape
 
 
-def test_the_command_line_exits_non_zero_in_bounded_time_with_the_message(seg):
-    path, problem = _cases(seg)["two channels"]
+def test_the_command_line_exits_non_zero_in_bounded_time_with_the_message(seg, corpus):
+    path, problem = corpus["two channels"]
     proc = subprocess.run(
         [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(seg["configs"]).replace('"', "'")]
         + ["--bundle_root", str(seg["bundle"]), "--datalist", f"['{path}']", "--output_dir", str(seg["out"])],

@@ -90,6 +90,19 @@ def test_bad_pairs_name_their_files(tmp_path, image_shape, label_shape, label_va
     assert re.search(expected, _messages(info)), _messages(info)
 
 
+def test_an_affine_with_zero_or_non_finite_spacing_is_refused_naming_the_source():
+    from monai.data import MetaTensor
+
+    for bad in (0.0, float("nan")):
+        affine = torch.eye(4, dtype=torch.float64)
+        affine[1, 1] = bad
+        image = MetaTensor(torch.zeros(1, 8, 8, 8), affine=affine, meta={"filename_or_obj": "scan_17.nii.gz"})
+        with pytest.raises(ValueError, match=r"scan_17.nii.gz: voxel spacing \(1.0, (0.0|nan), 1.0\) mm"):
+            CheckSegmentationd(label_key=None)({"image": image})
+    image = MetaTensor(torch.zeros(1, 8, 8, 8), affine=torch.diag(torch.tensor([-2.0, 2.0, 3.0, 1.0])))
+    assert CheckSegmentationd(label_key=None)({"image": image})["image"] is image  # flips are fine
+
+
 def test_corrupt_nifti_names_the_file(tmp_path):
     item = _pair(
         tmp_path, np.random.randint(-1000, 1000, (64, 64, 32)).astype(np.int16), np.zeros((64, 64, 32), np.uint8)

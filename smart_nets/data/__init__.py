@@ -14,6 +14,7 @@ _NAMES = {
     "make_phantom": "phantoms",
     "load_datalist": "datalist",
     "write_dicom_series": "dicom",
+    "dicom_series_in": "dicom",
     "AtomicNibabelWriter": "writers",
 }
 __all__ = sorted(_NAMES)

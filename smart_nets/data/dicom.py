@@ -1,16 +1,19 @@
-"""Write a HU volume as a DICOM CT series (one file per axial slice), for testing DICOM inputs end to end."""
+"""DICOM series: write a HU volume as a CT series (one file per axial slice), for testing DICOM inputs end to end, and
+list the series a folder holds."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from smart_nets.data.writers import atomic_path
 
-__all__ = ["write_dicom_series"]
+__all__ = ["dicom_series_in", "write_dicom_series"]
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+SERIES_TAGS = ["SeriesInstanceUID", "SeriesDescription", "SeriesNumber"]
 
 
 def write_dicom_series(volume: np.ndarray, affine: np.ndarray, out_dir: str, patient_id: str = "PHANTOM") -> list[str]:
@@ -72,3 +75,34 @@ def write_dicom_series(volume: np.ndarray, affine: np.ndarray, out_dir: str, pat
             ds.save_as(tmp, enforce_file_format=True)
         paths.append(str(path))
     return paths
+
+
+def dicom_series_in(folder: str | os.PathLike) -> dict[str, dict]:
+    """The DICOM series in ``folder`` (not recursive), read from the headers only.
+
+    MONAI's DICOM readers stack every slice of a folder into one volume, so a folder holding two series (a CT and
+    its scout, two reconstructions) silently becomes one garbled image; this lists them so that a loader can refuse.
+
+    Args:
+        folder: a folder of DICOM files; files pydicom cannot parse as DICOM are ignored.
+
+    Returns:
+        ``{SeriesInstanceUID: {"files": n, "description": SeriesDescription, "number": SeriesNumber}}``.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    series: dict[str, dict] = {}
+    for path in sorted(Path(folder).iterdir()):
+        if not path.is_file():
+            continue
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=SERIES_TAGS)
+        except (InvalidDicomError, OSError, ValueError):
+            continue
+        uid = str(ds.get("SeriesInstanceUID", "<no SeriesInstanceUID>"))
+        entry = series.setdefault(
+            uid, {"files": 0, "description": str(ds.get("SeriesDescription", "")), "number": ds.get("SeriesNumber")}
+        )
+        entry["files"] += 1
+    return series

@@ -1,6 +1,6 @@
-"""Handlers: atomic checkpoints and encoder export."""
+"""Handlers: atomic checkpoints, a checkpoint loader that names its file, the outcome report."""
 
-from smart_nets.handlers.checkpoint import AtomicCheckpoint, atomic_torch_save
+from smart_nets.handlers.checkpoint import AtomicCheckpoint, CheckedCheckpointLoader, atomic_torch_save
 from smart_nets.handlers.outcome_report import OutcomeReport
 
-__all__ = ["AtomicCheckpoint", "OutcomeReport", "atomic_torch_save"]
+__all__ = ["AtomicCheckpoint", "CheckedCheckpointLoader", "OutcomeReport", "atomic_torch_save"]

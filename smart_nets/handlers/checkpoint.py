@@ -1,18 +1,20 @@
-"""Atomic checkpoints for long pretraining runs."""
+"""Atomic checkpoints for long runs, and a checkpoint loader whose errors name the file."""
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from ignite.engine import Engine, Events
+from monai.handlers import CheckpointLoader
 
 from smart_nets.data.writers import atomic_path
 
-__all__ = ["AtomicCheckpoint", "atomic_torch_save"]
+__all__ = ["AtomicCheckpoint", "CheckedCheckpointLoader", "atomic_torch_save"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,3 +105,35 @@ class AtomicCheckpoint:
             state = next(iter(state.values()))
         atomic_torch_save(state, self.path)
         logger.info("saved %s at iteration %d", self.path, engine.state.iteration)
+
+
+class CheckedCheckpointLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` whose errors name the checkpoint and say what is wrong.
+
+    MONAI's loader reports a truncated file as ``PytorchStreamReader failed reading zip archive``, a text file as
+    ``KeyError: 101`` and another architecture as ``Error(s) in loading state_dict for SMARTUNETR: ...``, none of
+    them with the file's name. This checks the file first (:func:`smart_nets.networks.check_checkpoint_file`) and
+    re-raises loading errors with the path, the objects it was loaded into, and the likely cause. Arguments as
+    ``CheckpointLoader``; loading is still ``torch.load(..., weights_only=True)``.
+
+    Raises:
+        FileNotFoundError: for a missing checkpoint.
+        ValueError: for a truncated or foreign file, a checkpoint refused by ``weights_only`` loading, or one that
+            does not fit the objects (another architecture or other network sizes).
+    """
+
+    def __call__(self, engine: Engine) -> None:
+        from smart_nets.networks.pretrained import check_checkpoint_file, refused
+
+        check_checkpoint_file(self.load_path)
+        try:
+            super().__call__(engine)
+        except pickle.UnpicklingError as e:
+            raise refused(self.load_path, e) from e
+        except (RuntimeError, KeyError, ValueError) as e:
+            detail = " ".join(str(e).split())
+            raise ValueError(
+                f"{self.load_path} does not fit {', '.join(self.load_dict)}: {detail[:500]}"
+                f"{'...' if len(detail) > 500 else ''} - is it a checkpoint of this bundle's network, built with the "
+                "same sizes (feature_size, depths, num_heads)?"
+            ) from e

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
@@ -47,17 +49,21 @@ class LoadImageCheckedd(LoadImaged):
     """MONAI's ``LoadImaged``, re-raising read errors with the file's name.
 
     A truncated ``.nii.gz`` otherwise surfaces as a bare ``EOFError: Compressed file ended before the
-    end-of-stream marker was reached`` with no file to look at.
+    end-of-stream marker was reached`` with no file to look at. A DICOM folder holding several series is refused
+    before reading: MONAI would stack all their slices into one volume without a word.
 
     Args:
         keys: keys to load.
         **kwargs: as ``LoadImaged``.
 
     Raises:
-        ValueError: ``"<file>: cannot read <key> (<original error>)"``.
+        ValueError: ``"<file>: cannot read <key> (<original error>)"``, or a DICOM folder listing its series.
     """
 
     def __call__(self, data, reader=None):
+        for key in self.key_iterator(data):
+            if isinstance(data[key], (str, os.PathLike)) and os.path.isdir(data[key]):
+                _check_single_series(str(data[key]), key)
         try:
             return super().__call__(data, reader)
         except Exception as e:
@@ -67,21 +73,81 @@ class LoadImageCheckedd(LoadImaged):
             ) from e
 
 
+def _check_single_series(folder: str, key: str) -> None:
+    from smart_nets.data.dicom import dicom_series_in
+
+    series = dicom_series_in(folder)
+    if len(series) > 1:
+        listed = "; ".join(
+            f"{uid} ({v['files']} files, SeriesNumber {v['number']}, '{v['description']}')" for uid, v in series.items()
+        )
+        raise ValueError(
+            f"{folder}: the DICOM folder for {key} holds {len(series)} series ({listed}); MONAI would stack them "
+            "into one volume - give each series its own folder"
+        )
+
+
+def _nifti_pixdim(path: str) -> np.ndarray | None:
+    """``pixdim[1:1+n]`` of a NIfTI file's header as written when it defines the geometry (no sform), else ``None``.
+
+    nibabel replaces zero and negative pixdims with 1 and their absolute value when it loads a header, so the
+    loaded image no longer shows them; this reads the header's bytes instead."""
+    if not path.endswith((".nii", ".nii.gz")) or not os.path.isfile(path):
+        return None
+    try:
+        import nibabel as nib
+        from nibabel.openers import ImageOpener
+
+        with ImageOpener(path) as f:
+            block = f.read(540)
+        for order in ("<", ">"):
+            size = int(np.frombuffer(block[:4], dtype=f"{order}i4")[0])
+            if size in (348, 540):
+                klass = nib.Nifti1Header if size == 348 else nib.Nifti2Header
+                header = klass(block[:size], endianness=order, check=False)
+                if int(header["sform_code"]) > 0:
+                    return None  # the geometry comes from srow_*, which the affine check covers
+                n = int(min(max(header["dim"][0], 0), 3))
+                return np.asarray(header["pixdim"][1 : 1 + n], dtype=float)
+    except Exception:  # an unreadable header is LoadImageCheckedd's to report
+        return None
+    return None
+
+
+def _check_geometry(data: Mapping, key: str) -> None:
+    value = data[key]
+    if isinstance(value, MetaTensor):
+        affine = torch.as_tensor(value.affine, dtype=torch.float64)
+        spacing = torch.linalg.norm(affine[:3, :3], dim=0)
+        if not bool(torch.isfinite(affine).all()) or bool((spacing <= 1e-6).any()):
+            raise ValueError(
+                f"{_source(data, key)}: voxel spacing {tuple(round(float(v), 4) for v in spacing)} mm from its "
+                "affine: zero or non-finite spacing, so it cannot be resampled - fix the header (pixdim, sform)"
+            )
+    pixdim = _nifti_pixdim(_source(data, key))
+    if pixdim is not None and (pixdim <= 0).any():
+        raise ValueError(
+            f"{_source(data, key)}: header pixdim {tuple(float(v) for v in pixdim)}: zero or negative voxel spacing "
+            "(nibabel would silently read it as 1 mm or its absolute value) - fix the header"
+        )
+
+
 class CheckSegmentationd(MapTransform):
-    """Check an image/label pair as loaded: a 3D image with the expected channels, a label of the same spatial
-    shape, only known classes.
+    """Check an image (and label) as loaded: a 3D image with the expected channels and a valid voxel spacing, a
+    label of the same spatial shape with only known classes.
 
     Run it right after ``EnsureChannelFirstd`` (before resampling), so that the shapes are those of the files.
 
     Args:
         image_key: image key (``(C, D, H, W)`` expected).
-        label_key: label key; absent labels (inference) are skipped.
+        label_key: label key; absent labels (inference) are skipped, and ``None`` checks the image only.
         num_classes: labels must be integers in ``[0, num_classes)``.
         channels: the image channels the network takes (``None``: any).
 
     Raises:
-        ValueError: naming the file(s): a 2D or 4D+ image, another channel count, an image/label shape mismatch, or
-            label values outside the classes.
+        ValueError: naming the file(s): a 2D or 4D+ image, another channel count, zero, negative or non-finite
+            voxel spacing (in the affine, or in a NIfTI header's pixdim as written), an image/label shape mismatch,
+            or label values outside the classes.
     """
 
     def __init__(
@@ -103,8 +169,10 @@ class CheckSegmentationd(MapTransform):
                 f"{_source(data, self.image_key)}: {image.shape[0]} channels (shape {tuple(image.shape)}, channel "
                 f"first), the network takes {self.channels}"
             )
+        _check_geometry(data, self.image_key)
         if self.label_key not in data:
             return data
+        _check_geometry(data, self.label_key)
         label = data[self.label_key]
         if tuple(label.shape[1:]) != tuple(image.shape[1:]):
             raise ValueError(
