@@ -233,11 +233,11 @@ def _stats(values: list[float]) -> dict:
     }
 
 
-def summarise(runs: dict, s: dict) -> dict:
+def summarise(runs: dict, s: dict, variants: list[str]) -> dict:
     """Per variant: mean +- sd over seeds of Dice/HD95 per label count and the Task IV metrics, plus the paired
     (same seed) Dice difference against random initialisation."""
     cells: dict = {}
-    for variant in VARIANTS:
+    for variant in variants:
         cell: dict = {}
         for n in s["labels"]:
             fin = [runs.get(f"finetune/{variant}/n{n}/seed{seed}") for seed in s["seeds"]]
@@ -285,7 +285,8 @@ def markdown(result: dict) -> str:
             f"initialisation). Pretraining: {s['pretrain_iterations']} iterations at batch {s['pretrain_batch']} on "
             f"{s['pool']} unlabelled phantoms (ROI 64^3, feature size 12, depths 1,1,1,1). Finetuning "
             f"(`smart_seg`): {s['finetune_iterations']} iterations at batch {s['finetune_batch']} (64^3 crops) "
-            "from the first 4 or 8 pool phantoms with their tumour labels; Dice and HD95 of the final model on "
+            f"from the first {' or '.join(map(str, labels))} pool phantoms with their tumour labels; Dice and HD95 of "
+            "the final model on "
             f"{s['heldout']} held-out "
             "phantoms (another generator seed). Task IV: organ embeddings (stage 3, mean inside each organ mask) "
             "of the held-out phantoms from the frozen encoder; silhouette, k-means adjusted Rand index, and "
@@ -308,13 +309,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "label_efficiency.json"))
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the seeds")
     parser.add_argument("--resume", action="store_true", help="keep the runs already in --results")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="a subset")
+    parser.add_argument("--labels", type=int, nargs="+", default=None, help="override the labelled set sizes")
+    parser.add_argument("--pretrain_iterations", type=int, default=None, help="override (e.g. a longer schedule)")
+    parser.add_argument("--finetune_iterations", type=int, default=None, help="override")
     args = parser.parse_args(argv)
 
     s = dict(QUICK if args.quick else FULL)
-    if args.seeds:
-        s["seeds"] = args.seeds
+    for key in ("seeds", "labels", "pretrain_iterations", "finetune_iterations"):
+        if getattr(args, key):
+            s[key] = getattr(args, key)
     work, results_path = Path(args.work_dir), Path(args.results)
     work.mkdir(parents=True, exist_ok=True)
+    stamp = work / "settings.json"  # the runs/ folder holds encoders of these settings only
+    if stamp.is_file() and json.loads(stamp.read_text()) != s:
+        raise ValueError(f"{work} holds runs made with other settings ({stamp}); give another --work_dir")
+    _write_json(stamp, s)
     logging.disable(logging.INFO)  # the bundles' per-iteration logs; one line per run is printed instead
     for bundle in (PRETRAIN, SEG):  # every config starts with ``$import scripts`` (the bundle's own package)
         if str(bundle) not in sys.path:
@@ -329,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "python benchmarks/label_efficiency.py" + "".join(f" {shlex.quote(a)}" for a in (argv or [])),
         "quick": args.quick,
         "settings": s,
-        "variants": {k: v for k, v in VARIANTS.items()},
+        "variants": {k: VARIANTS[k] for k in args.variants},
         "machine": _machine(),
         "started": previous.get("started", datetime.datetime.now().isoformat(timespec="seconds")),
         "runs": runs,
@@ -340,14 +350,14 @@ def main(argv: list[str] | None = None) -> dict:
     def save() -> None:
         result["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
         result["wall_time_s"] = elapsed + time.perf_counter() - start
-        result["cells"] = summarise(runs, s)
+        result["cells"] = summarise(runs, s, args.variants)
         _write_json(results_path, result)
         results_path.with_suffix(".md").write_text(markdown(result))
 
     lists = make_data(work, s)
     jobs = []
     for seed in s["seeds"]:
-        for variant in VARIANTS:
+        for variant in args.variants:
             jobs.append(("pretrain", variant, seed, None))
             jobs.append(("cluster", variant, seed, None))
             jobs += [("finetune", variant, seed, n) for n in s["labels"]]

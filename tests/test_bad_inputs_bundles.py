@@ -92,6 +92,13 @@ def _run(env, bundle: str, configs: list[str], **overrides) -> str:
     return "\n".join(error_chain(info.value))
 
 
+def _save_demo_model(bundle: str, ckpt_dir: Path) -> None:
+    """The weights inference.json loads: the network's (smart_pretrain: the encoder's, as training writes them)."""
+    network = demo_network(bundle)
+    state = network.encoder.state_dict() if bundle == "smart_pretrain" else network.state_dict()
+    torch.save(state, ckpt_dir / "model.pt")
+
+
 def _inference(bundle: str) -> tuple[list[str], dict]:
     """Inference configs with the demo's sizes: smart_pretrain's demo.json is written for train.json, so its
     network sizes are passed as overrides instead."""
@@ -131,12 +138,21 @@ def test_training_stops_on_a_bad_image_naming_it(env, tmp_path, bundle, case):
 def test_inference_stops_on_a_bad_image_naming_it(env, tmp_path, bundle, case):
     path, problem = env["corpus"][case]
     dirs = _dirs(tmp_path)
-    network = demo_network(bundle)
-    state = network.encoder.state_dict() if bundle == "smart_pretrain" else network.state_dict()
-    torch.save(state, Path(dirs["ckpt_dir"]) / "model.pt")
+    _save_demo_model(bundle, Path(dirs["ckpt_dir"]))
     configs, sizes = _inference(bundle)
     message = _run(env, bundle, configs, datalist=[str(path)], **sizes, **dirs)
     assert str(path) in message and problem in message, message[-2000:]
+    assert sorted(p.name for p in Path(dirs["output_dir"]).iterdir()) == ["earlier_output.csv"]
+
+
+@pytest.mark.parametrize("bundle", ["smart_pretrain", "smart_seg", "smart_response"])
+def test_inference_of_a_missing_file_names_it(env, tmp_path, bundle):
+    dirs = _dirs(tmp_path)
+    _save_demo_model(bundle, Path(dirs["ckpt_dir"]))
+    missing = tmp_path / "moved_away.nii.gz"
+    configs, sizes = _inference(bundle)
+    message = _run(env, bundle, configs, datalist=[str(missing)], **sizes, **dirs)
+    assert str(missing) in message and "cannot read image" in message and "No such file" in message, message[-2000:]
     assert sorted(p.name for p in Path(dirs["output_dir"]).iterdir()) == ["earlier_output.csv"]
 
 

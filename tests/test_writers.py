@@ -56,3 +56,42 @@ def test_kill_9_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_
     state = torch.load(path, weights_only=True)
     assert state["step"] >= 1 and bool((state["weights"] == state["step"]).all())
     assert all(p.name == "checkpoint.pt" or p.name.startswith(".tmp-") for p in tmp_path.iterdir())
+
+
+def test_kill_9_during_segmentation_inference_leaves_only_complete_masks(tmp_path):
+    """The real entry point (``python -m monai.bundle run``) over 16 volumes, killed once the first masks exist:
+    every file under a final ``*_seg.nii.gz`` name is a complete mask of its input's shape."""
+    import shutil
+
+    import nibabel as nib
+
+    from smart_nets.data import generate_phantoms
+    from tests.conftest import REPO, demo_network
+
+    generate_phantoms(str(tmp_path / "data"), num=2, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0))
+    source = tmp_path / "data" / "imagesTr" / "phantom_000.nii.gz"
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for i in range(16):
+        shutil.copy(source, inputs / f"case_{i:02d}.nii.gz")
+    bundle = tmp_path / "smart_seg"
+    shutil.copytree(REPO / "bundles" / "smart_seg", bundle)
+    torch.save(demo_network("smart_seg").state_dict(), bundle / "models" / "model.pt")
+    out = tmp_path / "masks"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file"]
+    command += ["['configs/inference.json','configs/demo.json']", "--dataset_dir", str(inputs)]
+    command += ["--output_dir", str(out)]
+    proc = subprocess.Popen(command, cwd=bundle, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out.is_dir() and len(list(out.glob("*_seg.nii.gz"))) >= 2):
+            assert proc.poll() is None and time.monotonic() < deadline, "inference ended before it could be killed"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    masks = sorted(out.glob("*_seg.nii.gz"))
+    assert 2 <= len(masks) < 16, f"killed after {len(masks)} of 16 masks: not mid-run"
+    for mask in masks:
+        assert nib.load(mask).get_fdata().shape == (64, 64, 32), mask
+    assert all(p.name.endswith("_seg.nii.gz") or p.name.startswith(".tmp-") for p in out.iterdir())
