@@ -118,6 +118,19 @@ def _patched_nifti(path: Path, array, affine, patches: dict[int, bytes]) -> Path
     return path
 
 
+BAD_IMAGE_CASES = [
+    "text file named .nii.gz",
+    "truncated .nii.gz",
+    "2D image",
+    "5D image",
+    "two channels",
+    "NaN voxels",
+    "zero spacing",
+    "negative spacing",
+    "DICOM folder with two series",
+]
+
+
 def bad_image_corpus(root: Path, image_file: Path) -> dict[str, tuple[Path, str]]:
     """The bad-input corpus of issue 9, made from a good phantom image: ``{case: (path, what the error must say)}``.
 
@@ -160,7 +173,7 @@ def bad_image_corpus(root: Path, image_file: Path) -> dict[str, tuple[Path, str]
         mixed.mkdir(exist_ok=True)
         for path in written:
             shutil.copy(path, mixed / f"{series}_{Path(path).name}")
-    return {
+    corpus = {
         "text file named .nii.gz": (text, "cannot read image"),
         "truncated .nii.gz": (truncated, "cannot read image"),
         "2D image": (nifti("slice", image[:, :, 0]), "a 3D volume is needed, got an image of shape (1,"),
@@ -171,3 +184,5 @@ def bad_image_corpus(root: Path, image_file: Path) -> dict[str, tuple[Path, str]
         "negative spacing": (spacing["negative_spacing"], "pixdim (-5.0,"),
         "DICOM folder with two series": (mixed, "holds 2 series"),
     }
+    assert list(corpus) == BAD_IMAGE_CASES, "BAD_IMAGE_CASES names the corpus's cases, in order"
+    return corpus

@@ -16,20 +16,9 @@ import torch
 from monai.bundle import run as bundle_run
 
 from smart_nets.data import generate_phantoms
-from tests.conftest import bad_image_corpus, demo_network, error_chain
+from tests.conftest import BAD_IMAGE_CASES, bad_image_corpus, demo_network, error_chain
 
 REPO = Path(__file__).resolve().parents[1]
-CASES = [
-    "text file named .nii.gz",
-    "truncated .nii.gz",
-    "2D image",
-    "5D image",
-    "two channels",
-    "NaN voxels",
-    "zero spacing",
-    "negative spacing",
-    "DICOM folder with two series",
-]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +57,7 @@ def corpus(seg) -> dict:
     return bad_image_corpus(seg["root"] / "corpus", seg["root"] / "data" / "imagesTr" / "phantom_000.nii.gz")
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", BAD_IMAGE_CASES)
 def test_a_bad_image_stops_naming_the_file_and_the_problem_and_keeps_earlier_outputs(seg, corpus, case):
     path, problem = corpus[case]
     with pytest.raises(Exception) as info:

@@ -16,19 +16,8 @@ import torch
 from monai.bundle import run as bundle_run
 
 from smart_nets.data import generate_phantoms, load_datalist
-from tests.conftest import REPO, bad_image_corpus, demo_network, error_chain
+from tests.conftest import BAD_IMAGE_CASES, REPO, bad_image_corpus, demo_network, error_chain
 
-IMAGE_CASES = [
-    "text file named .nii.gz",
-    "truncated .nii.gz",
-    "2D image",
-    "5D image",
-    "two channels",
-    "NaN voxels",
-    "zero spacing",
-    "negative spacing",
-    "DICOM folder with two series",
-]
 EARLIER = b"written by an earlier run"
 
 
@@ -123,7 +112,7 @@ TRAIN = {
 }
 
 
-@pytest.mark.parametrize("case", IMAGE_CASES)
+@pytest.mark.parametrize("case", BAD_IMAGE_CASES)
 @pytest.mark.parametrize("bundle", ["smart_pretrain", "smart_response", "smart_seg"])
 def test_training_stops_on_a_bad_image_naming_it(env, tmp_path, bundle, case):
     path, problem = env["corpus"][case]
@@ -133,7 +122,7 @@ def test_training_stops_on_a_bad_image_naming_it(env, tmp_path, bundle, case):
     _assert_earlier_outputs_intact(dirs)
 
 
-@pytest.mark.parametrize("case", IMAGE_CASES)
+@pytest.mark.parametrize("case", BAD_IMAGE_CASES)
 @pytest.mark.parametrize("bundle", ["smart_pretrain", "smart_response"])
 def test_inference_stops_on_a_bad_image_naming_it(env, tmp_path, bundle, case):
     path, problem = env["corpus"][case]
