@@ -223,6 +223,52 @@ def finetune(n: int, seed: int, s: dict, lists: dict, encoder: str | None, out: 
     return result
 
 
+def diagnose(variant: str, seed: int, s: dict, lists: dict, checkpoint: str | None) -> dict:
+    """How much the pretraining network's outputs tell volumes apart: on the first 4 pool phantoms (whole 64^3
+    volumes, no augmentation), the std across volumes of the teacher's global-token logits, against their std
+    across the K prototypes, and the std across tokens of its patch logits. A network that maps every volume to the
+    same output (DINO's collapse, or a network that has not learnt yet) has a spread across volumes near 0.
+    ``random_init``: the seeded, untrained network."""
+    import torch
+    from monai.bundle import ConfigParser
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirstd,
+        LoadImaged,
+        Orientationd,
+        ResizeWithPadOrCropd,
+        ScaleIntensityRanged,
+        Spacingd,
+    )
+    from monai.utils import set_determinism
+
+    parser = ConfigParser()
+    parser.read_config([str(PRETRAIN / "configs" / c) for c in ("train.json", "demo.json")])
+    set_determinism(seed=seed)
+    net = parser.get_parsed_content("network_def")
+    if checkpoint is not None:
+        net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["teacher"])
+    items = json.loads(lists["pretrain"].read_text())["training"][:4]
+    load = Compose(
+        [
+            LoadImaged("image", image_only=True),
+            EnsureChannelFirstd("image"),
+            Orientationd("image", "RAS", labels=None),
+            Spacingd("image", parser["pixdim"]),
+            ScaleIntensityRanged("image", *parser["hu_window"], 0.0, 1.0, clip=True),
+            ResizeWithPadOrCropd("image", parser["roi_size"]),
+        ]
+    )
+    x = torch.stack([torch.as_tensor(load({"image": i["image"]})["image"]) for i in items])
+    with torch.no_grad():
+        out = net.eval()(x, None, reconstruct=False)
+    return {
+        "global_std_across_volumes": float(out["global"].std(0).mean()),
+        "global_std_across_prototypes": float(out["global"].std(-1).mean()),
+        "patch_std_across_tokens": float(out["patch"].std(1).mean()),
+    }
+
+
 def _stats(values: list[float]) -> dict:
     finite = [v for v in values if math.isfinite(v)]
     return {
@@ -248,6 +294,10 @@ def summarise(runs: dict, s: dict, variants: list[str]) -> dict:
         clu = [runs.get(f"cluster/{variant}/seed{seed}") for seed in s["seeds"]]
         for k in CLUSTER_METRICS:
             cell[k] = _stats([r[k] for r in clu if r])
+        pre = [runs.get(f"pretrain/{variant}/seed{seed}") for seed in s["seeds"]]
+        cell["final_loss_patch"] = _stats([r["loss_patch"] for r in pre if r])
+        diag = [runs.get(f"diagnose/{variant}/seed{seed}") for seed in s["seeds"]]
+        cell["global_std_across_volumes"] = _stats([r["global_std_across_volumes"] for r in diag if r])
         cells[variant] = cell
     return cells
 
@@ -271,6 +321,15 @@ def markdown(result: dict) -> str:
         row += [_pm(c[f"hd95_{labels[-1]}"], 1), _pm(c["silhouette"]), _pm(c["kmeans_ari"])]
         row += [_pm(c["separation_ratio"], 2)]
         lines.append("| " + " | ".join(row) + " |")
+    diag = [
+        "| encoder | teacher logits: std across volumes | final iBOT patch loss (ln K = "
+        f"{math.log(json.loads((PRETRAIN / 'configs' / 'demo.json').read_text())['out_dim']):.2f}) |",
+        "|---|---|---|",
+    ]
+    diag += [
+        f"| `{v}` | {_pm(c['global_std_across_volumes'], 4)} | {_pm(c['final_loss_patch'], 2)} |"
+        for v, c in cells.items()
+    ]
     m = result["machine"]
     return "\n".join(
         [
@@ -294,6 +353,13 @@ def markdown(result: dict) -> str:
             "",
             *lines,
             "",
+            "Diagnostics (`--diagnose`): how far each pretraining got. The std across 4 pool volumes of the "
+            "teacher's global-token logits (the untrained `random_init` network's for comparison; near 0: every "
+            "volume gives the same output), and the patch loss at the last step (at ln K the patch prototypes "
+            "carry no information).",
+            "",
+            *diag,
+            "",
             "Every run's numbers: `label_efficiency.json` beside this file.",
             "",
         ]
@@ -313,6 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--labels", type=int, nargs="+", default=None, help="override the labelled set sizes")
     parser.add_argument("--pretrain_iterations", type=int, default=None, help="override (e.g. a longer schedule)")
     parser.add_argument("--finetune_iterations", type=int, default=None, help="override")
+    parser.add_argument("--diagnose", action="store_true", help="also measure each pretrained network's output spread")
     args = parser.parse_args(argv)
 
     s = dict(QUICK if args.quick else FULL)
@@ -361,6 +428,7 @@ def main(argv: list[str] | None = None) -> dict:
             jobs.append(("pretrain", variant, seed, None))
             jobs.append(("cluster", variant, seed, None))
             jobs += [("finetune", variant, seed, n) for n in s["labels"]]
+            jobs += [("diagnose", variant, seed, None)] if args.diagnose else []
     from tqdm import tqdm
 
     bar = tqdm(jobs, desc="label efficiency", unit="run", disable=None)
@@ -373,6 +441,7 @@ def main(argv: list[str] | None = None) -> dict:
         encoder = None
         if VARIANTS[variant] is not None and kind != "pretrain":
             encoder = runs[f"pretrain/{variant}/seed{seed}"]["encoder"]
+            encoder = str(Path(encoder).with_name("checkpoint.pt")) if kind == "diagnose" else encoder
             if not Path(encoder).is_file():
                 raise FileNotFoundError(f"{key}: the pretrained encoder {encoder} is gone; rerun without --resume")
         t0 = time.perf_counter()
@@ -380,6 +449,8 @@ def main(argv: list[str] | None = None) -> dict:
             runs[key] = pretrain(variant, seed, s, lists, out)
         elif kind == "cluster":
             runs[key] = cluster(variant, seed, s, lists, encoder, out)
+        elif kind == "diagnose":
+            runs[key] = diagnose(variant, seed, s, lists, encoder)
         else:
             runs[key] = finetune(n, seed, s, lists, encoder, out)
         runs[key]["seconds"] = round(time.perf_counter() - t0, 1)

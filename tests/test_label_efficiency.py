@@ -37,7 +37,7 @@ def test_quick_study_fills_every_cell_with_the_variants_it_claims(tmp_path):
     study = _study()
     results = tmp_path / "le.json"
     args = ["--quick", "--work_dir", str(tmp_path / "work"), "--results", str(results)]
-    study.main(args)
+    study.main(args + ["--diagnose"])
     data = json.loads(results.read_text())
     s = data["settings"]
     assert set(data["cells"]) == set(study.VARIANTS) and len(study.VARIANTS) == 6
@@ -57,6 +57,9 @@ def test_quick_study_fills_every_cell_with_the_variants_it_claims(tmp_path):
     assert runs["pretrain/smart/seed0"]["effective"]["masking"] == "attention"
     assert runs["pretrain/smart/seed0"]["effective"]["teacher_mask_ratio"] > 0
     assert "pretrain/random_init/seed0" not in runs
+    for variant in study.VARIANTS:  # every network's output spread, the untrained one's included
+        spread = runs[f"diagnose/{variant}/seed0"]
+        assert all(math.isfinite(v) and v >= 0 for v in spread.values()) and spread["global_std_across_prototypes"] > 0
     for n in s["labels"]:
         iterations = {runs[f"finetune/{v}/n{n}/seed0"]["iterations"] for v in study.VARIANTS}
         assert len(iterations) == 1, (n, iterations)  # the same schedule for every encoder
