@@ -309,7 +309,7 @@ def _pm(stat: dict, digits: int = 3, signed: bool = False) -> str:
     return f"{stat['mean']:{sign}.{digits}f} ± {stat['sd']:.{digits}f}"
 
 
-def markdown(result: dict) -> str:
+def markdown(result: dict, json_name: str = "label_efficiency.json") -> str:
     s, cells = result["settings"], result["cells"]
     labels = s["labels"]
     head = ["encoder"] + [f"Dice, {n} labels" for n in labels] + [f"ΔDice vs random, {n}" for n in labels]
@@ -360,7 +360,7 @@ def markdown(result: dict) -> str:
             "",
             *diag,
             "",
-            "Every run's numbers: `label_efficiency.json` beside this file.",
+            f"Every run's numbers: `{json_name}` beside this file.",
             "",
         ]
     )
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["wall_time_s"] = elapsed + time.perf_counter() - start
         result["cells"] = summarise(runs, s, args.variants)
         _write_json(results_path, result)
-        results_path.with_suffix(".md").write_text(markdown(result))
+        results_path.with_suffix(".md").write_text(markdown(result, results_path.name))
 
     lists = make_data(work, s)
     jobs = []
@@ -459,7 +459,7 @@ def main(argv: list[str] | None = None) -> dict:
         save()
     save()
     logging.disable(logging.NOTSET)
-    print(markdown(result))
+    print(markdown(result, results_path.name))
     return result
 
 
