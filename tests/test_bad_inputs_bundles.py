@@ -71,6 +71,7 @@ def _dirs(tmp_path) -> dict[str, str]:
 def _run(env, bundle: str, configs: list[str], **overrides) -> str:
     """Run the bundle; returns the whole error chain of the failure (fails the test when it succeeds)."""
     root = env["root"] / bundle
+    overrides.setdefault("pretrained_path", "")  # demo.json points at the demo's pretraining output
     with pytest.raises(Exception) as info:
         bundle_run(
             config_file=[str(root / "configs" / c) for c in configs],
