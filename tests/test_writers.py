@@ -58,6 +58,11 @@ def test_kill_9_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_
     assert all(p.name == "checkpoint.pt" or p.name.startswith(".tmp-") for p in tmp_path.iterdir())
 
 
+def _final_masks(folder) -> list:
+    """Masks under their final names (pathlib's ``*`` also matches the writer's hidden ``.tmp-*`` files)."""
+    return sorted(p for p in folder.glob("*_seg.nii.gz") if not p.name.startswith("."))
+
+
 def test_kill_9_during_segmentation_inference_leaves_only_complete_masks(tmp_path):
     """The real entry point (``python -m monai.bundle run``) over 16 volumes, killed once the first masks exist:
     every file under a final ``*_seg.nii.gz`` name is a complete mask of its input's shape."""
@@ -84,13 +89,13 @@ def test_kill_9_during_segmentation_inference_leaves_only_complete_masks(tmp_pat
     proc = subprocess.Popen(command, cwd=bundle, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
-        while not (out.is_dir() and len(list(out.glob("*_seg.nii.gz"))) >= 2):
+        while not (out.is_dir() and len(_final_masks(out)) >= 2):
             assert proc.poll() is None and time.monotonic() < deadline, "inference ended before it could be killed"
             time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    masks = sorted(out.glob("*_seg.nii.gz"))
+    masks = _final_masks(out)
     assert 2 <= len(masks) < 16, f"killed after {len(masks)} of 16 masks: not mid-run"
     for mask in masks:
         assert nib.load(mask).get_fdata().shape == (64, 64, 32), mask
