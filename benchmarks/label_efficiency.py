@@ -71,11 +71,16 @@ QUICK = dict(FULL, seeds=[0], pool=8, heldout=2, pretrain_iterations=4, finetune
 CLUSTER_METRICS = ("silhouette", "kmeans_ari", "separation_ratio", "inter_class_distance")
 
 
-def _write_json(path: Path, data: dict) -> None:
+def _write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and a rename: an interrupted study never leaves a half-written result."""
     from smart_nets.data.writers import atomic_path
 
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.write_text(text)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    _write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def _machine() -> dict:
@@ -231,34 +236,23 @@ def diagnose(variant: str, seed: int, s: dict, lists: dict, checkpoint: str | No
     ``random_init``: the seeded, untrained network."""
     import torch
     from monai.bundle import ConfigParser
-    from monai.transforms import (
-        Compose,
-        EnsureChannelFirstd,
-        LoadImaged,
-        Orientationd,
-        ResizeWithPadOrCropd,
-        ScaleIntensityRanged,
-        Spacingd,
-    )
+    from monai.transforms import Compose, ResizeWithPadOrCropd
     from monai.utils import set_determinism
+
+    from smart_nets.networks.pretrained import read_checkpoint
 
     parser = ConfigParser()
     parser.read_config([str(PRETRAIN / "configs" / c) for c in ("train.json", "demo.json")])
     set_determinism(seed=seed)
     net = parser.get_parsed_content("network_def")
     if checkpoint is not None:
-        net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["teacher"])
+        net.load_state_dict(read_checkpoint(checkpoint)["teacher"])
+    # the bundle's own inference preprocessing (load, checks, RAS, spacing, HU window) at the demo's sizes
+    inference = ConfigParser()
+    inference.read_config(str(PRETRAIN / "configs" / "inference.json"))
+    inference.update({k: parser[k] for k in ("pixdim", "hu_window")})
+    load = Compose([inference.get_parsed_content("preprocessing"), ResizeWithPadOrCropd("image", parser["roi_size"])])
     items = json.loads(lists["pretrain"].read_text())["training"][:4]
-    load = Compose(
-        [
-            LoadImaged("image", image_only=True),
-            EnsureChannelFirstd("image"),
-            Orientationd("image", "RAS", labels=None),
-            Spacingd("image", parser["pixdim"]),
-            ScaleIntensityRanged("image", *parser["hu_window"], 0.0, 1.0, clip=True),
-            ResizeWithPadOrCropd("image", parser["roi_size"]),
-        ]
-    )
     x = torch.stack([torch.as_tensor(load({"image": i["image"]})["image"]) for i in items])
     with torch.no_grad():
         out = net.eval()(x, None, reconstruct=False)
@@ -419,7 +413,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["wall_time_s"] = elapsed + time.perf_counter() - start
         result["cells"] = summarise(runs, s, args.variants)
         _write_json(results_path, result)
-        results_path.with_suffix(".md").write_text(markdown(result, results_path.name))
+        _write_text(results_path.with_suffix(".md"), markdown(result, results_path.name))
 
     lists = make_data(work, s)
     jobs = []
