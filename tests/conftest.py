@@ -104,6 +104,22 @@ def error_chain(error: BaseException | None) -> list[str]:
     return messages
 
 
+def bundle_failure(bundle_root: Path, configs: list[str], **overrides) -> str:
+    """``monai.bundle run`` in-process (the function the command line calls) with ``configs`` from
+    ``bundle_root/configs``; fails the test when the run succeeds, else returns the messages of the whole error
+    chain, one per line."""
+    from monai.bundle import run as bundle_run
+
+    with pytest.raises(Exception) as info:
+        bundle_run(
+            config_file=[str(bundle_root / "configs" / c) for c in configs],
+            bundle_root=str(bundle_root),
+            logging_file=False,
+            **overrides,
+        )
+    return "\n".join(error_chain(info.value))
+
+
 def _patched_nifti(path: Path, array, affine, patches: dict[int, bytes]) -> Path:
     """A NIfTI-1 file whose header bytes are patched after nibabel wrote it (nibabel repairs zero or negative
     pixdims and refuses singular affines when it writes, so broken headers must be made by hand)."""

@@ -8,9 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from monai.bundle import run as bundle_run
 
-from tests.conftest import error_chain
+from tests.conftest import bundle_failure
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,15 +33,12 @@ def test_a_broken_datalist_stops_training_naming_the_file_and_the_problem(bundle
     datalist.write_text(content)
     root = tmp_path / bundle
     shutil.copytree(REPO / "bundles" / bundle, root)
-    with pytest.raises(Exception) as info:
-        bundle_run(
-            config_file=[str(root / "configs" / "train.json"), str(root / "configs" / "demo.json")],
-            bundle_root=str(root),
-            dataset_dir=str(tmp_path / "data"),
-            output_dir=str(tmp_path / "out"),
-            ckpt_dir=str(tmp_path / "models"),
-            logging_file=False,
-        )
-    message = "\n".join(error_chain(info.value))
+    message = bundle_failure(
+        root,
+        ["train.json", "demo.json"],
+        dataset_dir=str(tmp_path / "data"),
+        output_dir=str(tmp_path / "out"),
+        ckpt_dir=str(tmp_path / "models"),
+    )
     assert str(datalist) in message and problem in message, message[-2000:]
     assert not (tmp_path / "models").exists() or not list((tmp_path / "models").iterdir())

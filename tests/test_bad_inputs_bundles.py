@@ -13,10 +13,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import run as bundle_run
 
 from smart_nets.data import generate_phantoms, load_datalist
-from tests.conftest import BAD_IMAGE_CASES, REPO, bad_image_corpus, demo_network, error_chain
+from tests.conftest import BAD_IMAGE_CASES, REPO, bad_image_corpus, bundle_failure, demo_network
 
 EARLIER = b"written by an earlier run"
 
@@ -70,16 +69,8 @@ def _dirs(tmp_path) -> dict[str, str]:
 
 def _run(env, bundle: str, configs: list[str], **overrides) -> str:
     """Run the bundle; returns the whole error chain of the failure (fails the test when it succeeds)."""
-    root = env["root"] / bundle
     overrides.setdefault("pretrained_path", "")  # demo.json points at the demo's pretraining output
-    with pytest.raises(Exception) as info:
-        bundle_run(
-            config_file=[str(root / "configs" / c) for c in configs],
-            bundle_root=str(root),
-            logging_file=False,
-            **overrides,
-        )
-    return "\n".join(error_chain(info.value))
+    return bundle_failure(env["root"] / bundle, configs, **overrides)
 
 
 def _save_demo_model(bundle: str, ckpt_dir: Path) -> None:
