@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from smart_nets.engines import SMARTSchedule, cosine_schedule, linear_warmup
+from smart_nets.engines import SMARTSchedule, cosine_schedule, linear_warmup, teacher_init_share
 
 
 def test_cosine_schedule_endpoints_and_warmup():
@@ -33,8 +35,19 @@ def test_smart_schedule_is_indexed_per_iteration_over_the_whole_run():
     assert first["lr"] == 0.0 and s(100, total)["lr"] == pytest.approx(8e-4) and last["lr"] == pytest.approx(1e-6)
     assert first["momentum"] == pytest.approx(0.996) and last["momentum"] == 1.0
     assert first["weight_decay"] == pytest.approx(0.04) and last["weight_decay"] == pytest.approx(0.4)
-    assert first["teacher_temp_patch"] == pytest.approx(0.04) and s(300, total)["teacher_temp_patch"] == 0.07
-    assert s(150, total)["teacher_temp_patch"] == pytest.approx(0.055)
+    # the patch temperature is held at its start for 80% of the run (the authors' 400 of 500 epochs), then raised
+    assert first["teacher_temp_patch"] == pytest.approx(0.04) and s(799, total)["teacher_temp_patch"] == 0.04
+    assert s(800, total)["teacher_temp_patch"] == 0.07 and last["teacher_temp_patch"] == 0.07
     # momentum moves within an epoch, not only between epochs (the authors' code indexed it per epoch)
     assert s(1, total)["momentum"] > first["momentum"]
     assert linear_warmup(0, 0, 0.04, 0.07) == 0.07
+
+
+def test_teacher_init_share_is_the_product_of_the_momenta():
+    assert teacher_init_share([0.5, 0.5, 1.0]) == pytest.approx(0.25)
+    assert teacher_init_share([0.9, 0.0]) == 0.0
+    s = SMARTSchedule(momentum=0.996)
+    share = s.teacher_init_share(160)
+    assert share == pytest.approx(math.prod(s(t, 160)["momentum"] for t in range(160)))
+    assert 0.70 < share < 0.75  # DINO's momentum keeps most of the random start over a short run
+    assert SMARTSchedule(momentum=0.97).teacher_init_share(240) < 0.05

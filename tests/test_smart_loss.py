@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from smart_nets.losses import SMARTLoss
@@ -72,18 +73,60 @@ def test_global_loss_pairs_each_student_view_with_the_other_teacher_view():
     assert low < 0.1 < high
 
 
-def test_centres_follow_their_momentum_and_total_weights_the_parts():
-    loss = _loss(center_momentum=0.9, w_cls=1.0, w_patch=2.0, w_rec=3.0)
+def test_centres_follow_their_momentum_one_per_output_and_total_weights_the_parts():
+    loss = _loss(center_momentum=0.9, w_cls=1.0, w_patch=2.0, w_rec=3.0, center_from_first_batch=False)
     student, teacher, views, masks = _outputs()
     out = loss(student, teacher, views, masks, 0.04, 0.07)
-    expected = 0.1 * teacher["global"].reshape(-1, K).mean(0, keepdim=True)
+    expected = 0.1 * teacher["global"].mean(0)  # (2, K): one row per global token
     torch.testing.assert_close(loss.center, expected)
     torch.testing.assert_close(loss.center_patch, 0.1 * teacher["patch"].mean(1).mean(0, keepdim=True))
     torch.testing.assert_close(out["loss"], out["cls"] + 2 * out["patch"] + 3 * out["rec"])
+    torch.testing.assert_close(out["cls"], out["cls_per_token"].mean())
     loss(student, teacher, views, masks, 0.04, 0.07)
-    torch.testing.assert_close(
-        loss.center, 0.9 * expected + 0.1 * teacher["global"].reshape(-1, K).mean(0, keepdim=True)
-    )
+    torch.testing.assert_close(loss.center, 0.9 * expected + 0.1 * teacher["global"].mean(0))
+
+
+def test_centres_start_at_the_first_batch_mean():
+    loss = _loss()
+    student, teacher, views, masks = _outputs()
+    out = loss(student, teacher, views, masks, 0.04, 0.07)
+    torch.testing.assert_close(loss.center, teacher["global"].mean(0))  # set, then an EMA step towards itself
+    torch.testing.assert_close(loss.center_patch, teacher["patch"].mean(1).mean(0, keepdim=True))
+    expected = torch.softmax((teacher["global"] - teacher["global"].mean(0)) / 0.04, dim=-1)
+    torch.testing.assert_close(out["global_targets"], expected)
+
+
+def test_constant_gap_between_cls_and_pooled_gives_uniform_targets_for_both_tokens():
+    """A teacher that ignores its input, with [CLS] and pooled logits a constant offset apart, carries no
+    information: once the centres converge both tokens' targets must be uniform. A centre shared by the two tokens
+    (the bug this guards against) converges to their average and leaves each token a sharp, input-independent
+    target."""
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(K, generator=g)
+    offset = 0.5 * torch.randn(K, generator=g)
+    student, _, views, masks = _outputs()
+    teacher = {
+        "global": torch.stack((base + offset, base - offset)).expand(4, 2, K).clone(),
+        "patch": base.expand(4, N, K).clone(),
+    }
+    loss = _loss(center_from_first_batch=False)
+    for _ in range(200):
+        out = loss(student, teacher, views, masks, 0.04, 0.04)
+    uniform = torch.full((4, 2, K), 1.0 / K)
+    torch.testing.assert_close(out["global_targets"], uniform, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out["patch_targets"], torch.full((4, N, K), 1.0 / K), atol=1e-4, rtol=0)
+
+
+def test_checkpoint_with_a_shared_centre_loads_into_both_rows(caplog):
+    old = {"center": torch.arange(K, dtype=torch.float32)[None], "center_patch": torch.ones(1, K)}
+    loss = _loss()
+    with caplog.at_level("WARNING"):
+        loss.load_state_dict(old)
+    assert "shared" in caplog.text and "cls/pooled" in caplog.text
+    torch.testing.assert_close(loss.center, old["center"].expand(2, K))
+    assert bool(loss.centers_started)  # a run under way: no restart from the next batch
+    with pytest.raises(RuntimeError, match="center"):
+        _loss().load_state_dict({**old, "center": torch.zeros(3, K)})
 
 
 def test_pooled_only_ablation_distils_the_pooled_token_alone():

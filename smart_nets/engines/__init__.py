@@ -1,7 +1,7 @@
 """Engines: the SMART trainer, its EMA teacher and schedules."""
 
 from smart_nets.engines.ema import ema_update_, make_teacher, param_groups, unwrap
-from smart_nets.engines.schedules import SMARTSchedule, cosine_schedule, linear_warmup
+from smart_nets.engines.schedules import SMARTSchedule, cosine_schedule, linear_warmup, teacher_init_share
 from smart_nets.engines.smart_trainer import SMARTTrainer
 
 __all__ = [
@@ -12,5 +12,6 @@ __all__ = [
     "linear_warmup",
     "make_teacher",
     "param_groups",
+    "teacher_init_share",
     "unwrap",
 ]

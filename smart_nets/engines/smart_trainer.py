@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 import torch
-from ignite.engine import Engine, EventEnum
+from ignite.engine import Engine, EventEnum, Events
 from monai.engines import Trainer
 from monai.engines.utils import IterationEvents
 from monai.utils import look_up_option
@@ -58,6 +58,9 @@ class SMARTTrainer(Trainer):
         view_keys: batch keys of the two views.
         noise_postfix: suffix of the teacher-noise mask keys.
         seed: seed of the trainer's mask generator (offset by the process rank).
+        max_teacher_init_share: at start-up the trainer logs the share of its random initial weights the EMA
+            teacher will still hold at the end of the schedule (:func:`smart_nets.engines.teacher_init_share`) and
+            warns when it is above this (0.05): the exported teacher would then be mostly untrained.
         train_handlers: ignite/MONAI handlers to attach.
         amp: mixed precision; used on CUDA only (ignored with a warning on CPU).
         amp_kwargs: arguments of ``torch.autocast`` (e.g. ``{"dtype": torch.bfloat16}``).
@@ -88,6 +91,7 @@ class SMARTTrainer(Trainer):
         view_keys: Sequence[str] = ("view1", "view2"),
         noise_postfix: str = "_noise",
         seed: int = 0,
+        max_teacher_init_share: float = 0.05,
         train_handlers: Sequence | None = None,
         amp: bool = False,
         amp_kwargs: dict | None = None,
@@ -131,8 +135,32 @@ class SMARTTrainer(Trainer):
         self.noise_postfix = noise_postfix
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         self.generator = torch.Generator().manual_seed(seed + rank)
+        self.max_teacher_init_share = max_teacher_init_share
         for p in teacher.parameters():
             p.requires_grad_(False)
+        self.add_event_handler(Events.STARTED, self._check_teacher_schedule)
+
+    def _check_teacher_schedule(self, engine: SMARTTrainer) -> None:
+        """Log how much of its random start the teacher keeps over this schedule; warn when that is too much."""
+        total = engine.state.max_epochs * engine.state.epoch_length
+        share = engine.schedule.teacher_init_share(total)
+        momentum = engine.schedule.momentum
+        logger.info(
+            "teacher EMA momentum %g over %d iterations keeps %.1f%% of its initial weights",
+            momentum,
+            total,
+            100 * share,
+        )
+        if share > engine.max_teacher_init_share:
+            logger.warning(
+                "the EMA teacher will still hold %.0f%% of its random initial weights after %d iterations at base "
+                "momentum %g (above %.0f%%): the exported teacher will be mostly untrained. For a run this short "
+                "lower schedule#momentum (about 1 - 6 / iterations keeps under 5%%) or train for longer",
+                100 * share,
+                total,
+                momentum,
+                100 * engine.max_teacher_init_share,
+            )
 
     def _views(self, batchdata: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Stack view 1 then view 2 along the batch: one forward pass each for teacher and student (DDP needs a
@@ -184,10 +212,15 @@ class SMARTTrainer(Trainer):
         Returns:
             ``[output]``: one dict with the total loss (``loss``, a 0-d tensor), its parts (``loss_cls``,
             ``loss_patch``, ``loss_rec``), the scheduled values (``lr``, ``weight_decay``, ``momentum``,
-            ``teacher_temp``, ``teacher_temp_patch``) and ``masked_fraction``, as floats. The one-item list is the
+            ``teacher_temp``, ``teacher_temp_patch``), ``masked_fraction`` and the DINO loss of each distilled global
+            token (``loss_cls_<token>``), as floats. The one-item list is the
             layout of MONAI's decollated outputs, so ``StatsHandler``/``TensorBoardStatsHandler`` (default
             ``lambda x: x[0]``) log every scalar and ``from_engine(["loss"], first=True)`` (MLflow tracking) finds
             the loss.
+
+        The step's teacher logits, the targets the loss made of them and the student masks are kept, detached, in
+        ``engine.state.distillation`` (``teacher_global``, ``teacher_patch``, ``global_targets``,
+        ``patch_targets``, ``masks``) for monitors such as :class:`smart_nets.handlers.CollapseMonitor`.
         """
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
@@ -213,8 +246,17 @@ class SMARTTrainer(Trainer):
         engine._optimizer_step(engine, losses["loss"])
         ema_update_(engine.teacher, unwrap(engine.network), values["momentum"])
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        engine.state.distillation = {
+            "teacher_global": teacher_out["global"].detach(),
+            "teacher_patch": teacher_out["patch"].detach(),
+            "global_targets": losses["global_targets"],
+            "patch_targets": losses["patch_targets"],
+            "masks": masks,
+        }
         output = {"loss": losses["loss"].detach()}
-        output.update({f"loss_{k}": float(v.detach()) for k, v in losses.items() if k != "loss"})
+        output.update({f"loss_{k}": float(losses[k].detach()) for k in ("cls", "patch", "rec")})
+        tokens = engine.loss_function.global_tokens
+        output.update({f"loss_cls_{t}": float(v) for t, v in zip(tokens, losses["cls_per_token"].detach())})
         output.update(values)
         output["masked_fraction"] = float(masks.float().mean())
         return [output]

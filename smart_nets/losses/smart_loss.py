@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -10,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["GLOBAL_TOKENS", "SMARTLoss"]
+
+logger = logging.getLogger(__name__)
 
 GLOBAL_TOKENS = ("cls", "pooled")  # the order of SMARTPretrainNet's ``global`` output
 
@@ -30,7 +33,7 @@ def _all_mean(x: torch.Tensor) -> torch.Tensor:
 
 
 class SMARTLoss(nn.Module):
-    """``L = w_cls * L_cls + w_patch * L_patch + w_rec * L_rec`` (DESIGN section 2, pretraining step 5).
+    """``L = w_cls * L_cls + w_patch * L_patch + w_rec * L_rec`` (the pretraining objective of SMART).
 
     - ``L_cls`` (DINO): cross-entropy between the teacher's centred, sharpened distribution of one view's global
       tokens ([CLS] and pooled) and the student's distribution of the *other* view's, averaged over both pairings
@@ -39,19 +42,26 @@ class SMARTLoss(nn.Module):
       averaged over the masked tokens of each view (unmasked tokens contribute nothing), then over views.
     - ``L_rec`` (SimMIM): L1 between each view and its reconstruction over the masked voxels only.
 
-    The loss owns its state (DINO's manner): the centres of the teacher's global and patch outputs are buffers,
-    updated after each call with momentum ``center_momentum`` from the batch mean, all-reduced across processes.
+    The loss owns its state (DINO's manner): one centre per teacher output - a row of ``center`` ``(G, K)`` for each
+    of the G distilled global tokens, and ``center_patch`` ``(1, K)`` for the patch tokens - updated after each call
+    with momentum ``center_momentum`` from the batch mean, all-reduced across processes. The centres are set to the
+    first batch's mean rather than grown from zero (``center_from_first_batch``), so the first iterations are not
+    sharpened around an arbitrary offset. One centre per token matters: a centre shared by [CLS] and pooled never
+    removes the constant gap between their mean logits, and the [CLS] target then becomes one sharp prototype for
+    every input while ``L_cls`` falls (DINO, iBOT and the SMART authors all keep one centre per output).
     MONAI has no self-distillation loss, hence this module.
 
     Args:
         out_dim: prototypes K of the projection head.
         student_temp: student temperature (0.1).
-        center_momentum: momentum of both centres (0.9).
+        center_momentum: momentum of the centres (0.9).
         w_cls, w_patch, w_rec: weights of the three parts (1, 1, and 10 by the authors' code default, 60 in their
             scripts).
         global_tokens: which global tokens ``L_cls`` distils, from ``("cls", "pooled")`` (both, SMART). The
             ablation without class-attention guidance uses ``["pooled"]`` (with ``masking="random"``): the [CLS]
-            token and its class-attention blocks then receive no gradient.
+            token and its class-attention blocks then receive no gradient, and ``center`` has one row.
+        center_from_first_batch: set the centres to the first batch's mean (True), or start them at zero as DINO
+            does (False).
 
     Raises:
         ValueError: on an empty or unknown ``global_tokens``, and on inputs whose batch sizes or token counts
@@ -67,18 +77,39 @@ class SMARTLoss(nn.Module):
         w_patch: float = 1.0,
         w_rec: float = 10.0,
         global_tokens: Sequence[str] = GLOBAL_TOKENS,
+        center_from_first_batch: bool = True,
     ) -> None:
         super().__init__()
         tokens = [global_tokens] if isinstance(global_tokens, str) else list(global_tokens)
         unknown = [t for t in tokens if t not in GLOBAL_TOKENS]
         if not tokens or unknown or len(set(tokens)) != len(tokens):
             raise ValueError(f"global_tokens must be distinct names from {GLOBAL_TOKENS}, got {global_tokens!r}")
+        self.global_tokens = tuple(tokens)
         self.global_index = [GLOBAL_TOKENS.index(t) for t in tokens]
         self.student_temp = student_temp
         self.center_momentum = center_momentum
         self.w_cls, self.w_patch, self.w_rec = w_cls, w_patch, w_rec
-        self.register_buffer("center", torch.zeros(1, out_dim))
+        self.center_from_first_batch = center_from_first_batch
+        self.register_buffer("center", torch.zeros(len(tokens), out_dim))
         self.register_buffer("center_patch", torch.zeros(1, out_dim))
+        self.register_buffer("centers_started", torch.tensor(not center_from_first_batch))
+
+    def global_targets(self, t_global: torch.Tensor, teacher_temp: float) -> torch.Tensor:
+        """The teacher's centred, sharpened distributions of the distilled global tokens.
+
+        Args:
+            t_global: ``(R, 2, K)`` teacher logits of [CLS] and pooled (``SMARTPretrainNet``'s ``global``).
+            teacher_temp: teacher temperature.
+
+        Returns:
+            ``(R, G, K)`` probabilities, one row per distilled token (``global_tokens``), each centred by its own
+            row of ``center``.
+        """
+        return F.softmax((t_global[:, self.global_index].float() - self.center) / teacher_temp, dim=-1)
+
+    def patch_targets(self, t_patch: torch.Tensor, teacher_temp_patch: float) -> torch.Tensor:
+        """``(R, N, K)`` centred, sharpened teacher distributions of the patch tokens ``t_patch`` ``(R, N, K)``."""
+        return F.softmax((t_patch.float() - self.center_patch) / teacher_temp_patch, dim=-1)
 
     def forward(
         self,
@@ -101,7 +132,9 @@ class SMARTLoss(nn.Module):
             teacher_temp_patch: teacher temperature of the patch tokens.
 
         Returns:
-            ``loss`` (the weighted total), ``cls``, ``patch`` and ``rec``.
+            ``loss`` (the weighted total), ``cls``, ``patch`` and ``rec`` (0-d tensors); ``cls_per_token`` ``(G,)``,
+            the DINO loss of each distilled global token; and the targets the teacher gave, detached:
+            ``global_targets`` ``(2B, G, K)`` and ``patch_targets`` ``(2B, N, K)`` (for monitoring).
         """
         n2 = views.shape[0]
         if n2 % 2 or student["global"].shape[0] != n2 or masks.shape[0] != n2:
@@ -112,25 +145,34 @@ class SMARTLoss(nn.Module):
         flat_masks = masks.flatten(1)
         if student["patch"].shape[1] != flat_masks.shape[1]:
             raise ValueError(f"{student['patch'].shape[1]} patch tokens but {flat_masks.shape[1]} mask entries")
-        s_global = student["global"][:, self.global_index].float()
-        t_global = teacher["global"][:, self.global_index].float().detach()
-        s_patch, t_patch = student["patch"].float(), teacher["patch"].float().detach()
+        t_global, t_patch = teacher["global"].detach(), teacher["patch"].detach()
+        if not bool(self.centers_started):
+            self.start_centers(t_global, t_patch)
 
-        t_probs = F.softmax((t_global - self.center) / teacher_temp, dim=-1)
-        s_logits = s_global / self.student_temp
+        t_probs = self.global_targets(t_global, teacher_temp)
+        s_logits = student["global"][:, self.global_index].float() / self.student_temp
         b = n2 // 2
         swapped = torch.cat((t_probs[b:], t_probs[:b]))  # teacher view 2 for student view 1 and vice versa
-        loss_cls = _cross_entropy(swapped, s_logits).mean()
+        cls_per_token = _cross_entropy(swapped, s_logits).mean(dim=0)  # (G,)
+        loss_cls = cls_per_token.mean()
 
-        tp_probs = F.softmax((t_patch - self.center_patch) / teacher_temp_patch, dim=-1)
-        per_token = _cross_entropy(tp_probs, s_patch / self.student_temp)  # (2B, N)
+        tp_probs = self.patch_targets(t_patch, teacher_temp_patch)
+        per_token = _cross_entropy(tp_probs, student["patch"].float() / self.student_temp)  # (2B, N)
         weights = flat_masks.float()
         loss_patch = ((per_token * weights).sum(1) / weights.sum(1).clamp(min=1.0)).mean()
 
         loss_rec = self.reconstruction_loss(student["recon"].float(), views.float(), masks)
         total = self.w_cls * loss_cls + self.w_patch * loss_patch + self.w_rec * loss_rec
         self.update_centers(t_global, t_patch)
-        return {"loss": total, "cls": loss_cls, "patch": loss_patch, "rec": loss_rec}
+        return {
+            "loss": total,
+            "cls": loss_cls,
+            "patch": loss_patch,
+            "rec": loss_rec,
+            "cls_per_token": cls_per_token,
+            "global_targets": t_probs.detach(),
+            "patch_targets": tp_probs.detach(),
+        }
 
     @staticmethod
     def reconstruction_loss(recon: torch.Tensor, views: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -148,9 +190,47 @@ class SMARTLoss(nn.Module):
         error = (recon - views).abs() * voxels
         return error.sum() / (voxels.sum() * views.shape[1] + 1e-5)
 
+    def _batch_means(self, t_global: torch.Tensor, t_patch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(G, K)`` mean of each distilled global token and ``(1, K)`` mean patch logit, over all processes."""
+        return _all_mean(t_global[:, self.global_index].float()).squeeze(0), _all_mean(t_patch.float().mean(dim=1))
+
+    @torch.no_grad()
+    def start_centers(self, t_global: torch.Tensor, t_patch: torch.Tensor) -> None:
+        """Set the centres to the batch means of ``t_global`` ``(R, 2, K)`` and ``t_patch`` ``(R, N, K)``."""
+        g, p = self._batch_means(t_global, t_patch)
+        self.center.copy_(g)
+        self.center_patch.copy_(p)
+        self.centers_started.fill_(True)
+
     @torch.no_grad()
     def update_centers(self, t_global: torch.Tensor, t_patch: torch.Tensor) -> None:
-        """EMA of the batch mean of the teacher's outputs: ``c <- m c + (1 - m) mean``."""
+        """EMA of the batch means, one per teacher output: ``c <- m c + (1 - m) mean``.
+
+        Args:
+            t_global: ``(R, 2, K)`` teacher logits of [CLS] and pooled; each distilled token updates its own row.
+            t_patch: ``(R, N, K)`` teacher patch logits.
+        """
         m = self.center_momentum
-        self.center.mul_(m).add_(_all_mean(t_global.reshape(-1, t_global.shape[-1])), alpha=1 - m)
-        self.center_patch.mul_(m).add_(_all_mean(t_patch.mean(dim=1)), alpha=1 - m)
+        g, p = self._batch_means(t_global, t_patch)
+        self.center.mul_(m).add_(g, alpha=1 - m)
+        self.center_patch.mul_(m).add_(p, alpha=1 - m)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, *args, **kwargs):
+        """Read checkpoints written before the centres were split (one ``(1, K)`` centre shared by every global
+        token, and no ``centers_started``): the shared centre is copied to each token's row, with a warning, and
+        the centres count as started (the run was under way)."""
+        key = prefix + "center"
+        old = state_dict.get(key)
+        if old is not None and old.ndim == 2 and old.shape[0] == 1 and self.center.shape[0] > 1:
+            logger.warning(
+                "%s holds one DINO centre shared by %s (checkpoints written before smart_nets 0.4.0); it is copied "
+                "to each token's centre, which separate within about %d iterations",
+                key,
+                "/".join(self.global_tokens),
+                round(3 / max(1e-6, 1 - self.center_momentum)),
+            )
+            state_dict[key] = old.expand_as(self.center).clone()
+        started = prefix + "centers_started"
+        if started not in state_dict and key in state_dict:
+            state_dict[started] = torch.tensor(True)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, *args, **kwargs)
