@@ -10,6 +10,7 @@ from smart_nets.cluster.metrics import (
     silhouette_score,
     standardize,
 )
+from smart_nets.cluster.probes import knn_probe, linear_probe
 from smart_nets.cluster.workflow import OrganClustering, load_frozen_encoder, organ_names_from
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "centroid_separation",
     "cluster_metrics",
     "kmeans",
+    "knn_probe",
+    "linear_probe",
     "load_frozen_encoder",
     "organ_names_from",
     "pool_in_masks",
