@@ -45,7 +45,7 @@ def test_linear_probe_matches_scikit_learn(noise):
 
 def test_probes_separate_informative_from_random_features():
     x, labels, groups = _organs(0.2)
-    assert knn_probe(x, labels, groups) > 0.9 and linear_probe(x, labels, groups) > 0.9
+    assert knn_probe(x, labels, groups) >= 0.85 and linear_probe(x, labels, groups) >= 0.85
     noise = np.random.default_rng(1).normal(size=x.shape)
     assert knn_probe(noise, labels, groups) < 0.5 and linear_probe(noise, labels, groups) < 0.5
 
