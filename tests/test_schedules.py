@@ -51,3 +51,14 @@ def test_teacher_init_share_is_the_product_of_the_momenta():
     assert share == pytest.approx(math.prod(s(t, 160)["momentum"] for t in range(160)))
     assert 0.70 < share < 0.75  # DINO's momentum keeps most of the random start over a short run
     assert SMARTSchedule(momentum=0.97).teacher_init_share(240) < 0.05
+
+
+def test_momentum_for_a_run_length_keeps_the_asked_share():
+    s = SMARTSchedule()
+    m = s.momentum_for(240, 0.05)
+    assert (
+        SMARTSchedule(momentum=m).teacher_init_share(240)
+        <= 0.05
+        < SMARTSchedule(momentum=m + 2e-4).teacher_init_share(240)
+    )
+    assert s.momentum_for(100_000, 0.05) > 0.996  # paper-length runs can keep DINO's momentum

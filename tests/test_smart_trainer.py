@@ -162,3 +162,14 @@ def test_nan_volume_is_named(tmp_path):
     with pytest.raises(Exception) as info:  # MONAI's Compose wraps it: look along the chain of causes
         transform({"image": str(path)})
     assert any(m.endswith("nan_ct.nii.gz: image has 1 non-finite voxels (NaN or inf)") for m in error_chain(info.value))
+
+
+def test_start_up_warns_when_the_teacher_would_keep_its_random_start(phantoms, caplog):
+    for momentum, warns in ((0.996, True), (0.0, False)):  # 0: the first update replaces the teacher
+        caplog.clear()
+        trainer = _trainer(_loader(phantoms), max_epochs=2, schedule=SMARTSchedule(momentum=momentum))
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: e.terminate())
+        with caplog.at_level("INFO", logger="smart_nets.engines.smart_trainer"):
+            trainer.run()
+        assert "of its initial weights" in caplog.text
+        assert ("set schedule#momentum to" in caplog.text) == warns

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 __all__ = ["cosine_schedule", "linear_warmup", "SMARTSchedule", "teacher_init_share"]
 
@@ -103,6 +103,18 @@ class SMARTSchedule:
         """The share of its initial weights the EMA teacher still holds after ``total_steps`` (see
         :func:`teacher_init_share`)."""
         return teacher_init_share([self(step, total_steps)["momentum"] for step in range(total_steps)])
+
+    def momentum_for(self, total_steps: int, max_share: float = 0.05) -> float:
+        """The largest base momentum (to 4 decimals) whose teacher keeps at most ``max_share`` of its initial weights
+        after ``total_steps`` on this schedule's cosine to ``momentum_end``."""
+        lo, hi = 0.0, 1.0
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            if replace(self, momentum=mid).teacher_init_share(total_steps) <= max_share:
+                lo = mid
+            else:
+                hi = mid
+        return math.floor(lo * 1e4) / 1e4
 
     def as_dict(self) -> dict[str, float]:
         """The settings, for logging."""

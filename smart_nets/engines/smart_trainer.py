@@ -155,11 +155,12 @@ class SMARTTrainer(Trainer):
             logger.warning(
                 "the EMA teacher will still hold %.0f%% of its random initial weights after %d iterations at base "
                 "momentum %g (above %.0f%%): the exported teacher will be mostly untrained. For a run this short "
-                "lower schedule#momentum (about 1 - 6 / iterations keeps under 5%%) or train for longer",
+                "set schedule#momentum to %g or lower, or train for longer",
                 100 * share,
                 total,
                 momentum,
                 100 * engine.max_teacher_init_share,
+                engine.schedule.momentum_for(total, engine.max_teacher_init_share),
             )
 
     def _views(self, batchdata: dict) -> tuple[torch.Tensor, torch.Tensor]:
