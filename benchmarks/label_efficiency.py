@@ -228,17 +228,21 @@ def finetune(n: int, seed: int, s: dict, lists: dict, encoder: str | None, out: 
     return result
 
 
-def diagnose(variant: str, seed: int, s: dict, lists: dict, checkpoint: str | None) -> dict:
+def diagnose(variant: str, seed: int, s: dict, lists: dict, checkpoint: str | None, which: str = "teacher") -> dict:
     """How much the pretraining network's outputs tell volumes apart: on the first 4 pool phantoms (whole 64^3
     volumes, no augmentation), the std across volumes of the teacher's global-token logits, against their std
     across the K prototypes, and the std across tokens of its patch logits. A network that maps every volume to the
     same output (DINO's collapse, or a network that has not learnt yet) has a spread across volumes near 0.
-    ``random_init``: the seeded, untrained network."""
+    ``random_init``: the seeded, untrained network. ``which``: the checkpoint's ``teacher`` or ``network`` (student).
+    The [CLS] and pooled tokens' spreads are also given one by one (``cls_``/``pooled_std_across_volumes``), and
+    the information in the patch and pooled targets at teacher temperature 0.04, each centred by its own mean
+    (``smart_nets.handlers.target_information``)."""
     import torch
     from monai.bundle import ConfigParser
     from monai.transforms import Compose, ResizeWithPadOrCropd
     from monai.utils import set_determinism
 
+    from smart_nets.handlers import target_information
     from smart_nets.networks.pretrained import read_checkpoint
 
     parser = ConfigParser()
@@ -246,7 +250,7 @@ def diagnose(variant: str, seed: int, s: dict, lists: dict, checkpoint: str | No
     set_determinism(seed=seed)
     net = parser.get_parsed_content("network_def")
     if checkpoint is not None:
-        net.load_state_dict(read_checkpoint(checkpoint)["teacher"])
+        net.load_state_dict(read_checkpoint(checkpoint)[which])
     # the bundle's own inference preprocessing (load, checks, RAS, spacing, HU window) at the demo's sizes
     inference = ConfigParser()
     inference.read_config(str(PRETRAIN / "configs" / "inference.json"))
@@ -258,8 +262,12 @@ def diagnose(variant: str, seed: int, s: dict, lists: dict, checkpoint: str | No
         out = net.eval()(x, None, reconstruct=False)
     return {
         "global_std_across_volumes": float(out["global"].std(0).mean()),
+        "cls_std_across_volumes": float(out["global"][:, 0].std(0).mean()),
+        "pooled_std_across_volumes": float(out["global"][:, 1].std(0).mean()),
         "global_std_across_prototypes": float(out["global"].std(-1).mean()),
         "patch_std_across_tokens": float(out["patch"].std(1).mean()),
+        "patch_information": target_information(out["patch"].flatten(0, 1), 0.04)["information"],
+        "pooled_information": target_information(out["global"][:, 1], 0.04)["information"],
     }
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from ignite.engine import Engine
 
-from smart_nets.handlers import CollapseMonitor
+from smart_nets.handlers import CollapseMonitor, target_information
 from smart_nets.losses import SMARTLoss
 
 K, N, R = 64, 8, 4  # prototypes, patch tokens, rows (2 views x 2 volumes)
@@ -105,3 +105,13 @@ def test_token_types_without_loss_weight_are_not_judged(caplog):
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="interval"):
         CollapseMonitor(interval=0)
+
+
+def test_target_information_of_fixed_logits():
+    same = torch.randn(1, K).expand(10, K)
+    assert target_information(same, 0.04)["information"] == pytest.approx(0.0, abs=1e-6)
+    two = torch.zeros(10, K)
+    two[::2, 0] = 5.0
+    two[1::2, 1] = 5.0  # two sharp groups
+    stats = target_information(two, 0.04)
+    assert stats["information"] == pytest.approx(math.log(2), abs=1e-3) and stats["prototypes"] == 2.0

@@ -1,7 +1,14 @@
 """Handlers: atomic checkpoints, a checkpoint loader that names its file, the outcome report, a collapse monitor."""
 
 from smart_nets.handlers.checkpoint import AtomicCheckpoint, CheckedCheckpointLoader, atomic_torch_save
-from smart_nets.handlers.collapse import CollapseMonitor
+from smart_nets.handlers.collapse import CollapseMonitor, target_information
 from smart_nets.handlers.outcome_report import OutcomeReport
 
-__all__ = ["AtomicCheckpoint", "CheckedCheckpointLoader", "CollapseMonitor", "OutcomeReport", "atomic_torch_save"]
+__all__ = [
+    "AtomicCheckpoint",
+    "CheckedCheckpointLoader",
+    "CollapseMonitor",
+    "OutcomeReport",
+    "atomic_torch_save",
+    "target_information",
+]

@@ -12,7 +12,7 @@ from ignite.engine import Engine, Events
 
 from smart_nets.losses.smart_loss import GLOBAL_TOKENS
 
-__all__ = ["CollapseMonitor"]
+__all__ = ["CollapseMonitor", "target_information"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,29 @@ REMEDIES = (
 def _entropy(p: torch.Tensor) -> torch.Tensor:
     """Entropy in nats of each row of the probabilities ``p`` ``(..., K)``."""
     return -(p * torch.log(p.clamp_min(1e-12))).sum(dim=-1)
+
+
+def target_information(logits: torch.Tensor, temperature: float) -> dict[str, float]:
+    """The monitor's statistics for one set of teacher logits, centred by their own mean and sharpened.
+
+    For comparing networks on fixed inputs (e.g. an untrained and a pretrained teacher), outside training.
+
+    Args:
+        logits: ``(R, K)`` raw teacher logits, one row per token.
+        temperature: teacher temperature.
+
+    Returns:
+        ``entropy``, ``mean_entropy``, ``information`` (nats) and ``prototypes``, as :class:`CollapseMonitor`
+        defines them.
+    """
+    p = torch.softmax((logits.float() - logits.float().mean(dim=0)) / temperature, dim=-1)
+    entropy, mean_entropy = float(_entropy(p).mean()), float(_entropy(p.mean(dim=0)))
+    return {
+        "entropy": entropy,
+        "mean_entropy": mean_entropy,
+        "information": mean_entropy - entropy,
+        "prototypes": float(torch.unique(p.argmax(dim=-1)).numel()),
+    }
 
 
 class _Window:

@@ -21,7 +21,7 @@ class SMARTPretrainNet(nn.Module):
 
     Args:
         in_channels, feature_size, depths, num_heads, window_size, patch_size, num_class_attn_blocks,
-            drop_path_rate, use_checkpoint: passed to :class:`SMARTSwin`.
+            drop_path_rate, use_checkpoint, layer_scale_init: passed to :class:`SMARTSwin`.
         out_dim: prototypes K of the projection head (8192 at paper scale).
         head_hidden_dim: projection MLP width (2048).
         head_bottleneck_dim: projection bottleneck (256).
@@ -39,6 +39,7 @@ class SMARTPretrainNet(nn.Module):
         num_class_attn_blocks: int = 2,
         drop_path_rate: float = 0.1,
         use_checkpoint: bool = False,
+        layer_scale_init: float = 1e-4,
         out_dim: int = 8192,
         head_hidden_dim: int = 2048,
         head_bottleneck_dim: int = 256,
@@ -55,6 +56,7 @@ class SMARTPretrainNet(nn.Module):
             num_class_attn_blocks=num_class_attn_blocks,
             drop_path_rate=drop_path_rate,
             use_checkpoint=use_checkpoint,
+            layer_scale_init=layer_scale_init,
         )
         self.head = ProjectionHead(8 * feature_size, out_dim, head_hidden_dim, head_bottleneck_dim, 3, norm_last_layer)
         self.recon_head = ReconstructionHead(16 * feature_size, in_channels, self.encoder.size_divisor)
