@@ -26,13 +26,14 @@ def trained(tmp_path_factory) -> Path:
     """Train the demo configuration briefly on 6 small phantoms (one run shared by the tests below, ~2 minutes)."""
     root = tmp_path_factory.mktemp("seg")
     shutil.copytree(BUNDLE, root / "smart_seg")
-    generate_phantoms(  # large tumours, so a short CPU run learns them
+    generate_phantoms(  # large solid tumours (lung all round), so a short CPU run learns them
         str(root / "data"),
         num=6,
         shape=(64, 64, 32),
         spacing=(5.0, 5.0, 10.0),
         val_fraction=0.34,
         tumour_radius=(16, 24),
+        tumour_types=("solid",),
     )
     overrides = {"dataset_dir": str(root / "data"), "pretrained_path": "", "max_epochs": 30, "val_interval": 10}
     overrides |= {"learning_rate": 0.001, "num_samples": 1}  # 60 iterations: measured to pass Dice 0.5 at ~50
