@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 OLD_COMMIT = "04c23ea"
 THRESHOLDS = (-700, -500, -300, -100)
 VARIANTS = ("plain", "opened")  # opened: one binary opening (6-neighbourhood) removes vessel-thin candidates
-WINDOW = (-750.0, 1750.0)  # the bundles' hu_window
+WINDOW = (-750.0, 1750.0)  # the bundles' hu_window until smart_pretrain 0.3.0 (now [-1000, 400])
 ROI = 64
 
 

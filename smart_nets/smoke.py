@@ -2,7 +2,7 @@
 
     python -m smart_nets.smoke data/phantoms/dataset.json --num 2
 
-It loads each image with MONAI's transforms (reorient to RAS, resample, clip HU [-750, 1750] to [0, 1], pad or crop
+It loads each image with MONAI's transforms (reorient to RAS, resample, clip HU [-1000, 400] to [0, 1], pad or crop
 to the ROI), runs a tiny randomly initialised SMARTSwin, logs every output's shape, and writes the class-attention
 map, upsampled to the ROI, as ``<out_dir>/<case>_attn.nii.gz`` so it can be overlaid on the preprocessed image. The
 bundles (pretraining, segmentation, response) replace this with trained weights.
@@ -70,7 +70,7 @@ def run(
             EnsureChannelFirstd("image"),
             Orientationd("image", axcodes="RAS", labels=None),
             Spacingd("image", pixdim=(pixdim,) * 3, mode="bilinear"),
-            ScaleIntensityRanged("image", a_min=-750, a_max=1750, b_min=0.0, b_max=1.0, clip=True),
+            ScaleIntensityRanged("image", a_min=-1000, a_max=400, b_min=0.0, b_max=1.0, clip=True),
             ResizeWithPadOrCropd("image", spatial_size=(roi,) * 3),
         ]
     )

@@ -33,7 +33,7 @@ def test_quick_health_check_fills_every_cell(tmp_path):
                 assert window[f"collapse/{token}_prototypes"] >= 1
         assert run["teacher"] != run["student"]
     # each objective really is what it claims: SimMIM-only distils nothing, DINO+iBOT rebuilds nothing
-    assert runs["simmim"]["loss"] == runs["simmim"]["loss_rec"] * 10.0
+    assert abs(runs["simmim"]["loss"] - 10.0 * runs["simmim"]["loss_rec"]) < 1e-5
     assert abs(runs["dino_ibot"]["loss"] - runs["dino_ibot"]["loss_cls"] - runs["dino_ibot"]["loss_patch"]) < 1e-4
     encoders = {"random_init"} | {f"{v}_{w}" for v in bench.VARIANTS for w in ("teacher", "student")}
     assert set(data["probes"]) == encoders

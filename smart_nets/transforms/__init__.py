@@ -1,6 +1,6 @@
 """Transforms: SMART's two-view sampling, token masks and input checks (MONAI dictionary transforms).
 
-CT intensity scaling reuses MONAI's ``ScaleIntensityRanged`` (HU window [-750, 1750] -> [0, 1], clipped).
+CT intensity scaling reuses MONAI's ``ScaleIntensityRanged`` (the bundles' HU window, [-1000, 400] -> [0, 1], clipped).
 """
 
 from smart_nets.transforms.checks import CheckFinited, CheckSegmentationd, LoadImageCheckedd, SpacingExtrasSafed
