@@ -29,7 +29,8 @@ PRE=bundles/smart_pretrain
 python -m monai.bundle run --config_file "['$PRE/configs/train.json','$PRE/configs/demo.json']" \
     --bundle_root "$PRE" --dataset_dir "$DATA_DIR" --output_dir outputs/pretrain --ckpt_dir outputs/pretrain/models \
     --train#progress_bar#disable true \
-    2>&1 | grep -v "^Epoch \[" | grep -E "Epoch: [0-9]+/[0-9]+, Iter|saved|finished|Error|error" || true
+    2>&1 | grep -v "^Epoch \[" | grep -E "Epoch: [0-9]+/[0-9]+, Iter|keeps|collapse monitor|collapse:|saved|finished|Error|error" \
+    | sed -E 's/^.*(collapse monitor|collapse:|teacher EMA)/[demo]   \1/' || true
 test -f outputs/pretrain/models/model.pt || { echo "[demo] pretraining did not write its encoder" >&2; exit 1; }
 
 echo "[demo] 4/9 Task IV: clustering organs of the validation phantoms from frozen features (configs/cluster.json)"
