@@ -64,12 +64,12 @@ def test_demo_run_writes_checkpoint_and_encoder_then_resumes(bundle):
     assert torch.load(models / "checkpoint.pt", weights_only=True)["trainer"]["iteration"] == 6
 
 
-def test_torchrun_two_processes_gloo_keep_identical_students(bundle, tmp_path):
+def test_torchrun_two_processes_gloo_keep_identical_students_and_one_collapse_log(bundle, tmp_path):
     override = tmp_path / "test_ddp.json"
     save = "$torch.save(smart_nets.engines.unwrap(@network).state_dict(), @bundle_root + f'/rank{dist.get_rank()}.pt')"
     override.write_text(
         "{"
-        '"backend": "gloo", "batch_size": 1, "max_epochs": 1,'
+        '"backend": "gloo", "batch_size": 1, "max_epochs": 1, "log_every": 1,'
         f'"finalize": ["{save}", "$dist.destroy_process_group()"]'
         "}"
     )
@@ -81,6 +81,9 @@ def test_torchrun_two_processes_gloo_keep_identical_students(bundle, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(args, cwd=bundle, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # the collapse monitor all-reduces its window on both ranks (a rank without it would hang) and logs on rank 0 only
+    log = proc.stdout + proc.stderr
+    assert log.count("collapse monitor, iteration 1:") == 1 and log.count("collapse monitor, iteration 2:") == 1, log
     rank0 = torch.load(env_root / "rank0.pt", weights_only=True)
     rank1 = torch.load(env_root / "rank1.pt", weights_only=True)
     assert rank0.keys() == rank1.keys()
