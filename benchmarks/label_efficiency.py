@@ -228,12 +228,21 @@ def finetune(n: int, seed: int, s: dict, lists: dict, encoder: str | None, out: 
     return result
 
 
-def diagnose(variant: str, seed: int, s: dict, lists: dict, checkpoint: str | None, which: str = "teacher") -> dict:
+def diagnose(
+    variant: str,
+    seed: int,
+    s: dict,
+    lists: dict,
+    checkpoint: str | None,
+    which: str = "teacher",
+    overrides: dict | None = None,
+) -> dict:
     """How much the pretraining network's outputs tell volumes apart: on the first 4 pool phantoms (whole 64^3
     volumes, no augmentation), the std across volumes of the teacher's global-token logits, against their std
     across the K prototypes, and the std across tokens of its patch logits. A network that maps every volume to the
     same output (DINO's collapse, or a network that has not learnt yet) has a spread across volumes near 0.
     ``random_init``: the seeded, untrained network. ``which``: the checkpoint's ``teacher`` or ``network`` (student).
+    ``overrides``: bundle overrides the pretraining ran with.
     The [CLS] and pooled tokens' spreads are also given one by one (``cls_``/``pooled_std_across_volumes``), and
     the information in the patch and pooled targets at teacher temperature 0.04, each centred by its own mean
     (``smart_nets.handlers.target_information``)."""
@@ -247,6 +256,7 @@ def diagnose(variant: str, seed: int, s: dict, lists: dict, checkpoint: str | No
 
     parser = ConfigParser()
     parser.read_config([str(PRETRAIN / "configs" / c) for c in ("train.json", "demo.json")])
+    parser.update(overrides or {})  # the pretraining's own overrides (e.g. another out_dim), so its weights fit
     set_determinism(seed=seed)
     net = parser.get_parsed_content("network_def")
     if checkpoint is not None:

@@ -116,6 +116,7 @@ def probe(encoders: dict[str, str | None], s: dict, lists: dict, out: Path) -> d
         seed=s["seed"],
         encoders=f"${{{spec}}}",
         **{"clustering#tsne": False},
+        **s["overrides"],
     )
     wf.run()
     wf.finalize()
@@ -296,11 +297,12 @@ def main(argv: list[str] | None = None) -> dict:
         "spread": {},
     }
     encoders: dict[str, str | None] = {RANDOM_INIT: None}
-    result["spread"][RANDOM_INIT] = le.diagnose(RANDOM_INIT, s["seed"], s, lists, None)
+    result["spread"][RANDOM_INIT] = le.diagnose(RANDOM_INIT, s["seed"], s, lists, None, overrides=s["overrides"])
     for variant in args.variants:
         run = pretrain(variant, s, lists, work / "runs" / variant)
         result["pretrain"][variant] = run
-        result["spread"][variant] = le.diagnose(variant, s["seed"], s, lists, run["checkpoint"])
+        overrides = {**VARIANTS[variant], **s["overrides"]}
+        result["spread"][variant] = le.diagnose(variant, s["seed"], s, lists, run["checkpoint"], overrides=overrides)
         encoders[f"{variant}_teacher"], encoders[f"{variant}_student"] = run["teacher"], run["student"]
     result["probes"] = probe(encoders, s, lists, work / "probes")
     result["goals"] = check_goals(result)

@@ -20,7 +20,10 @@ def _benchmark():
 def test_quick_health_check_fills_every_cell(tmp_path):
     bench = _benchmark()
     results = tmp_path / "ph.json"
-    data = bench.main(["--quick", "--work", str(tmp_path / "work"), "--results", str(results)])
+    # an architecture override (--set) must reach every network the benchmark builds, trained or not
+    args = ["--quick", "--work", str(tmp_path / "work"), "--results", str(results), "--set", "out_dim=256"]
+    data = bench.main(args)
+    assert data["settings"]["overrides"] == {"out_dim": 256}
     runs = data["pretrain"]
     assert set(runs) == set(bench.VARIANTS) == {"smart", "simmim", "dino_ibot"}
     iterations = {r["iterations"] for r in runs.values()}
