@@ -102,7 +102,8 @@ class SMARTSchedule:
     def teacher_init_share(self, total_steps: int) -> float:
         """The share of its initial weights the EMA teacher still holds after ``total_steps`` (see
         :func:`teacher_init_share`)."""
-        return teacher_init_share([self(step, total_steps)["momentum"] for step in range(total_steps)])
+        momenta = [cosine_schedule(step, total_steps, self.momentum, self.momentum_end) for step in range(total_steps)]
+        return teacher_init_share(momenta)
 
     def momentum_for(self, total_steps: int, max_share: float = 0.05) -> float:
         """The largest base momentum (to 4 decimals) whose teacher keeps at most ``max_share`` of its initial weights

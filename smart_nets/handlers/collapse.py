@@ -150,8 +150,7 @@ class CollapseMonitor:
     def _summarise(self, engine: Engine) -> dict[str, float]:
         sums = self.window.reduced()
         self.window = _Window()
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        steps = float(sums["iterations"]) / world  # every process counted the same iterations
+        steps = float(sums["iterations"])  # summed over processes, like every per-iteration value below
         k = engine.loss_function.center.shape[-1]
         metrics = {f"{self.prefix}/ln_k": math.log(k)}
         for name in self._streams(engine):
@@ -162,9 +161,9 @@ class CollapseMonitor:
             metrics[f"{self.prefix}/{name}_mean_entropy"] = mean_entropy
             metrics[f"{self.prefix}/{name}_information"] = mean_entropy - entropy
             metrics[f"{self.prefix}/{name}_prototypes"] = float((sums[f"{name}/hits"] > 0).sum())
-            metrics[f"{self.prefix}/{name}_loss"] = float(sums[f"{name}/loss"]) / (steps * world)
+            metrics[f"{self.prefix}/{name}_loss"] = float(sums[f"{name}/loss"]) / steps
         for name in (*GLOBAL_TOKENS, "patch"):
-            metrics[f"{self.prefix}/{name}_logit_std"] = float(sums[f"{name}/logit_std"]) / (steps * world)
+            metrics[f"{self.prefix}/{name}_logit_std"] = float(sums[f"{name}/logit_std"]) / steps
         return metrics
 
     def _check(self, engine: Engine, metrics: dict[str, float], rank: int) -> None:
