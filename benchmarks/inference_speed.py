@@ -116,12 +116,12 @@ def main() -> None:
     from monai.networks.nets import SwinUNETR
 
     from smart_nets.export import OnnxRuntimeModule, export_onnx, tensorrt_status, trt_compile
-    from smart_nets.networks.nets import SMARTUNETR
+    from smart_nets.networks.nets import SMARTUNETR, SMARTSwin
 
     device = torch.device(args.device)
     torch.manual_seed(0)
     arch = dict(feature_size=args.feature_size, depths=args.depths, num_heads=args.heads)
-    smart = SMARTUNETR(in_channels=1, out_channels=2, window_size=args.window, **arch).eval()
+    smart = SMARTUNETR(SMARTSwin(in_channels=1, window_size=args.window, **arch), out_channels=2).eval()
     results: dict = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
         "torch": torch.__version__,

@@ -405,9 +405,6 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"{work} holds runs made with other settings ({stamp}); give another --work_dir")
     _write_json(stamp, s)
     logging.disable(logging.INFO)  # the bundles' per-iteration logs; one line per run is printed instead
-    for bundle in (PRETRAIN, SEG):  # every config starts with ``$import scripts`` (the bundle's own package)
-        if str(bundle) not in sys.path:
-            sys.path.insert(0, str(bundle))
 
     previous = json.loads(results_path.read_text()) if args.resume and results_path.is_file() else {}
     if previous and previous.get("settings") != s:

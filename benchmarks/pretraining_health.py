@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict:
         nargs="*",
         default=[],
         metavar="ID=JSON",
-        help="pretraining overrides for every variant, e.g. schedule#base_lr=1e-4 network_def#layer_scale_init=0.1",
+        help="pretraining overrides for every variant, e.g. schedule#base_lr=1e-4 encoder_def#layer_scale_init=0.1",
     )
     parser.add_argument("--results", default=str(le.REPO / "benchmarks" / "results" / "pretraining_health.json"))
     args = parser.parse_args(argv)

@@ -65,12 +65,11 @@ def verify_bundle(bundle: Path, tmp_path: Path) -> None:
 
 
 def demo_network(bundle: str) -> torch.nn.Module:
-    """The ``network_def`` of a bundle with its ``configs/demo.json`` sizes (``train.json``'s for smart_pretrain,
-    ``inference.json``'s otherwise), freshly initialised, in eval mode."""
+    """The ``network_def`` of a bundle's ``configs/inference.json`` with its ``configs/demo.json`` sizes, freshly
+    initialised, in eval mode."""
     configs = REPO / "bundles" / bundle / "configs"
-    base = "train.json" if bundle == "smart_pretrain" else "inference.json"
     parser = ConfigParser()
-    parser.read_config([str(configs / base), str(configs / "demo.json")])
+    parser.read_config([str(configs / "inference.json"), str(configs / "demo.json")])
     return parser.get_parsed_content("network_def").eval()
 
 

@@ -8,7 +8,7 @@ import torch
 
 from smart_nets.metrics import bootstrap_auc, roc_auc, threshold_metrics
 from smart_nets.metrics.auc import _auc_rank
-from smart_nets.networks.nets import SMARTClassifier
+from smart_nets.networks.nets import SMARTClassifier, SMARTSwin
 from tests.conftest import TINY
 
 ARCH = {k: TINY[k] for k in ("feature_size", "depths", "num_heads")}
@@ -54,7 +54,7 @@ def test_threshold_metrics():
 
 @pytest.mark.parametrize("freeze", [True, False])
 def test_linear_probing_keeps_the_encoder_and_finetuning_changes_it(freeze):
-    net = SMARTClassifier(num_classes=2, freeze_encoder=freeze, **ARCH).train()
+    net = SMARTClassifier(SMARTSwin(**ARCH), num_classes=2, freeze_encoder=freeze).train()
     before = {k: v.clone() for k, v in net.encoder.state_dict().items()}
     head_before = net.head[-1].weight.clone()
     opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-2)

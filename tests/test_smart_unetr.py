@@ -22,20 +22,20 @@ ARCH = {k: TINY[k] for k in ("feature_size", "depths", "num_heads")}
 
 @pytest.mark.parametrize("size", [64, 96])
 def test_segmentation_shapes(size):
-    net = SMARTUNETR(out_channels=3, **ARCH).eval()
+    net = SMARTUNETR(SMARTSwin(**ARCH), out_channels=3).eval()
     with torch.no_grad():
         assert net(torch.randn(1, 1, size, size, size)).shape == (1, 3, size, size, size)
 
 
 def test_loads_every_encoder_tensor_from_a_pretraining_checkpoint(tmp_path, caplog):
-    pre = SMARTPretrainNet(out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16, **ARCH)
+    pre = SMARTPretrainNet(SMARTSwin(**ARCH), out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16)
     checkpoint = {"teacher": pre.state_dict(), "network": {}, "trainer": {"iteration": 3}}
     torch.save(checkpoint, tmp_path / "checkpoint.pt")
     torch.save(pre.encoder.state_dict(), tmp_path / "model.pt")
     n_encoder = len(SMARTSwin(**ARCH).state_dict())
     for name in ("checkpoint.pt", "model.pt"):
         with caplog.at_level(logging.INFO):
-            net = SMARTUNETR(pretrained=str(tmp_path / name), **ARCH)
+            net = SMARTUNETR(SMARTSwin(**ARCH), pretrained=str(tmp_path / name))
         assert f"{n_encoder} of {n_encoder} tensors loaded" in caplog.text
         for key, value in pre.encoder.state_dict().items():
             assert torch.equal(net.encoder.state_dict()[key], value), key
@@ -45,12 +45,12 @@ def test_another_architecture_or_configuration_fails_loudly(tmp_path):
     swin = SwinUNETR(in_channels=1, out_channels=2, feature_size=12)
     torch.save(swin.state_dict(), tmp_path / "swinunetr.pt")
     with pytest.raises(ValueError, match="none of the .* pretrained tensors matched"):
-        SMARTUNETR(pretrained=str(tmp_path / "swinunetr.pt"), **ARCH)
+        SMARTUNETR(SMARTSwin(**ARCH), pretrained=str(tmp_path / "swinunetr.pt"))
     wider = SMARTSwin(**(ARCH | {"feature_size": 24, "num_heads": (1, 2, 3, 6)}))
     with pytest.raises(ValueError, match="shape mismatches"):
         load_pretrained_encoder(SMARTSwin(**ARCH), wider.state_dict())
     with pytest.raises(FileNotFoundError, match="nowhere.pt"):
-        SMARTUNETR(pretrained=str(tmp_path / "nowhere.pt"), **ARCH)
+        SMARTUNETR(SMARTSwin(**ARCH), pretrained=str(tmp_path / "nowhere.pt"))
 
 
 def _pair(tmp_path, image: np.ndarray, label: np.ndarray) -> dict:

@@ -126,6 +126,12 @@ def test_a_downloaded_bundle_runs_where_smart_nets_is_not_installed(zoo, isolate
             )
         )
         home = tmp_path / "b" / bundle
+        packaged = json.loads((home / "configs" / "inference.json").read_text())
+        assert packaged["imports"][0] == "$import scripts", packaged["imports"]  # packaging adds it; source lacks it
+        assert (
+            "$import scripts"
+            not in json.loads((REPO / "bundles" / bundle / "configs" / "inference.json").read_text())["imports"]
+        )
         _ok(_run(isolated_python, ["-m", "monai.bundle", "download_large_files", "--bundle_path", "."], home))
         images = sorted(str(p) for p in (zoo["data"] / "imagesTr").glob("*.nii.gz"))
         log = _ok(

@@ -45,6 +45,9 @@ class AtomicCheckpoint:
             weights file that ``module.load_state_dict(torch.load(path, weights_only=True))`` reads).
         key_metric: attach to an evaluator instead and save only when ``engine.state.metrics[key_metric]`` beats
             the best value seen so far (higher is better); the interval arguments are then ignored.
+        save_engine_as: also save the engine this handler is attached to, under this key, first. A bundle config
+            cannot name the trainer inside the trainer's own handler list (a reference cycle), so a resumable
+            checkpoint in ``train#handlers`` says ``"save_engine_as": "trainer"`` instead.
 
     Raises:
         ValueError: when ``save_dict`` is empty or an entry has no ``state_dict``.
@@ -59,9 +62,10 @@ class AtomicCheckpoint:
         on_completed: bool = True,
         unwrap_single: bool = False,
         key_metric: str | None = None,
+        save_engine_as: str | None = None,
     ) -> None:
         bad = [k for k, v in save_dict.items() if not callable(getattr(v, "state_dict", None))]
-        if not save_dict or bad:
+        if (not save_dict and not save_engine_as) or bad:
             raise ValueError(f"save_dict needs objects with state_dict(); empty or without it: {bad or 'empty'}")
         self.save_dict = save_dict
         self.path = path
@@ -70,11 +74,14 @@ class AtomicCheckpoint:
         self.on_completed = on_completed
         self.unwrap_single = unwrap_single
         self.key_metric = key_metric
+        self.save_engine_as = save_engine_as
         self.best = float("-inf")
 
     def attach(self, engine: Engine) -> None:
         """Register on ``engine``'s iteration, epoch and completion events (epoch completion only with a key
         metric)."""
+        if self.save_engine_as:
+            self.save_dict = {self.save_engine_as: engine, **self.save_dict}
         if self.key_metric is not None:
             engine.add_event_handler(Events.EPOCH_COMPLETED, self._save_if_better)
             return

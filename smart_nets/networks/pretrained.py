@@ -147,3 +147,24 @@ def load_pretrained_encoder(encoder: nn.Module, source: str | os.PathLike | Mapp
         f" {unexpected[:5]}" if unexpected else "",
     )
     return {"matched": list(matched), "missing": list(missing), "unexpected": unexpected}
+
+
+def prepare_encoder(encoder: nn.Module | None, pretrained: str | os.PathLike | None = None) -> nn.Module:
+    """The encoder a SMART network wraps: ``encoder`` (a paper-scale ``SMARTSwin()`` when ``None``), with the weights
+    of ``pretrained`` loaded by :func:`load_pretrained_encoder` when it is given.
+
+    Every network that takes an encoder goes through here, so the bundles build the encoder once (``encoder_def``)
+    and load pretrained weights in one place.
+
+    Raises:
+        TypeError: when ``encoder`` is not a ``SMARTSwin``.
+        FileNotFoundError, ValueError: from :func:`load_pretrained_encoder`.
+    """
+    from smart_nets.networks.nets.smart_swin import SMARTSwin  # the nets import this module
+
+    encoder = SMARTSwin() if encoder is None else encoder
+    if not isinstance(encoder, SMARTSwin):
+        raise TypeError(f"encoder must be a smart_nets SMARTSwin, got {type(encoder).__name__}")
+    if pretrained:
+        load_pretrained_encoder(encoder, pretrained)
+    return encoder

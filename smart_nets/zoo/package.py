@@ -25,7 +25,8 @@ _PACKAGE = Path(__file__).resolve().parents[1]  # the smart_nets source the zip 
 
 SCRIPTS_INIT = '''"""Code carried by this bundle (written by `python -m smart_nets.zoo package`).
 
-The configs import this module first (`$import scripts`); it puts this folder first on `sys.path`, so that
+The configs import this module first (`$import scripts`, added when packaging: the source tree has no `scripts/`,
+and its configs use the installed `smart_nets`); it puts this folder first on `sys.path`, so that
 `smart_nets` (version {version}, beside this file) is the copy the bundle was packaged and tested with, even where
 another version is installed. Run the bundle from its folder (or with it on PYTHONPATH) so that `scripts` is found.
 """
@@ -65,6 +66,14 @@ def _copy_bundle(src: Path, dst: Path) -> None:
 
 
 def _carry_code(dst: Path, version: str) -> None:
+    """Copy this package into ``dst/scripts/smart_nets`` and make every config that imports modules import
+    ``scripts`` first, so that the carried copy is the one the bundle runs on."""
+    for config in sorted((dst / "configs").glob("*.json")):
+        content = json.loads(config.read_text())
+        imports = content.get("imports") if isinstance(content, dict) else None
+        if isinstance(imports, list) and "$import scripts" not in imports:
+            content["imports"] = ["$import scripts"] + imports
+            config.write_text(json.dumps(content, indent=4) + "\n")
     scripts = dst / "scripts"
     scripts.mkdir(exist_ok=True)
     (scripts / "__init__.py").write_text(SCRIPTS_INIT.format(version=version))

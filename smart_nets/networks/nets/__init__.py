@@ -1,6 +1,6 @@
 """Networks referenced by the bundles' ``network_def``."""
 
-from smart_nets.networks.nets.attention_map import EncoderAttentionMap, SMARTAttentionMap, attention_heatmap
+from smart_nets.networks.nets.attention_map import EncoderAttentionMap, attention_heatmap
 from smart_nets.networks.nets.smart_classifier import SMARTClassifier
 from smart_nets.networks.nets.smart_pretrain import SMARTPretrainNet
 from smart_nets.networks.nets.smart_swin import ClassAttentionOutput, SMARTSwin, SMARTSwinOutput
@@ -10,7 +10,6 @@ __all__ = [
     "ClassAttentionOutput",
     "EncoderAttentionMap",
     "attention_heatmap",
-    "SMARTAttentionMap",
     "SMARTClassifier",
     "SMARTPretrainNet",
     "SMARTSwin",

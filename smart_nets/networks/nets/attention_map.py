@@ -10,7 +10,7 @@ from torch import nn
 
 from smart_nets.networks.nets.smart_swin import SMARTSwin
 
-__all__ = ["attention_heatmap", "SMARTAttentionMap", "EncoderAttentionMap"]
+__all__ = ["attention_heatmap", "EncoderAttentionMap"]
 
 
 def attention_heatmap(attn_map: torch.Tensor, spatial_size: Sequence[int], token_stride: int) -> torch.Tensor:
@@ -23,22 +23,9 @@ def attention_heatmap(attn_map: torch.Tensor, spatial_size: Sequence[int], token
     return F.interpolate(attn, size=[int(s) for s in spatial_size], mode="trilinear", align_corners=False)
 
 
-class SMARTAttentionMap(SMARTSwin):
-    """A :class:`SMARTSwin` whose forward returns :func:`attention_heatmap`; its state dict is SMARTSwin's, so the
-    pretraining bundle's ``models/model.pt`` loads as is.
-
-    Args:
-        **kwargs: as :class:`SMARTSwin`.
-    """
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        """Args: x: ``(B, C, D, H, W)``. Returns: ``(B, 1, D, H, W)`` relative attention."""
-        attn = self.forward_class_attention(self.forward_features(x, mask)).attn_map
-        return attention_heatmap(attn, x.shape[2:], self.token_stride)
-
-
 class EncoderAttentionMap(nn.Module):
-    """The heatmap of an existing encoder (shared, not copied), e.g. ``SMARTUNETR.encoder`` after its weights load.
+    """The class-attention heatmap of an encoder (shared, not copied): the bundles' ``encoder_def``, or
+    ``SMARTUNETR.encoder`` after its weights load. Its state dict is the encoder's under ``encoder.``.
 
     Args:
         encoder: a :class:`SMARTSwin`.

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from smart_nets.networks.nets.smart_swin import SMARTSwin
-from smart_nets.networks.pretrained import load_pretrained_encoder
+from smart_nets.networks.pretrained import prepare_encoder
 
 __all__ = ["SMARTClassifier"]
-
-logger = logging.getLogger(__name__)
 
 
 class SMARTClassifier(nn.Module):
@@ -22,33 +18,27 @@ class SMARTClassifier(nn.Module):
 
     Head: ``LayerNorm -> Dropout -> Linear`` on ``[cls_token; pooled]`` (``2 x 8C`` features). With
     ``freeze_encoder`` (linear probing) the encoder's parameters get no gradient and the encoder stays in eval
-    mode (no stochastic depth or dropout) even while the network trains.
+    mode (no stochastic depth or dropout, whatever the encoder was built with) even while the network trains.
 
     Args:
-        in_channels: image channels.
+        encoder: the :class:`SMARTSwin` (its architecture must match the pretraining to load SMART weights);
+            ``None`` builds a paper-scale one.
         num_classes: output classes (2 for a binary endpoint; the bundle applies softmax).
-        feature_size, depths, num_heads, window_size, num_class_attn_blocks: encoder architecture (must match the
-            pretraining to load its weights).
-        drop_path_rate: encoder stochastic depth when finetuning.
         head_dropout: dropout before the linear layer.
         freeze_encoder: linear probing.
-        pretrained: SMART weights for the encoder (see ``load_pretrained_encoder``); ``None``/``""`` = random init.
+        pretrained: SMART weights for the encoder (see ``load_pretrained_encoder``); ``None``/``""`` keeps the
+            encoder's weights.
 
     Raises:
+        TypeError: when ``encoder`` is not a ``SMARTSwin``.
         ValueError: on ``num_classes < 2`` or a bad dropout, or pretrained weights that do not fit.
         FileNotFoundError: when ``pretrained`` names a missing file.
     """
 
     def __init__(
         self,
-        in_channels: int = 1,
+        encoder: SMARTSwin | None = None,
         num_classes: int = 2,
-        feature_size: int = 48,
-        depths: Sequence[int] = (2, 2, 8, 2),
-        num_heads: Sequence[int] = (4, 4, 8, 16),
-        window_size: int | Sequence[int] = 4,
-        num_class_attn_blocks: int = 2,
-        drop_path_rate: float = 0.1,
         head_dropout: float = 0.0,
         freeze_encoder: bool = False,
         pretrained: str | os.PathLike | None = None,
@@ -58,21 +48,11 @@ class SMARTClassifier(nn.Module):
             raise ValueError(f"num_classes must be >= 2 (two for a binary endpoint), got {num_classes}")
         if not 0.0 <= head_dropout < 1.0:
             raise ValueError(f"head_dropout must be in [0, 1), got {head_dropout}")
-        self.encoder = SMARTSwin(
-            in_channels=in_channels,
-            feature_size=feature_size,
-            depths=depths,
-            num_heads=num_heads,
-            window_size=window_size,
-            num_class_attn_blocks=num_class_attn_blocks,
-            drop_path_rate=0.0 if freeze_encoder else drop_path_rate,
-        )
+        self.encoder = prepare_encoder(encoder, pretrained)
         width = 2 * self.encoder.embed_dim
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Dropout(head_dropout), nn.Linear(width, num_classes))
         nn.init.zeros_(self.head[-1].bias)
         nn.init.trunc_normal_(self.head[-1].weight, std=0.02)
-        if pretrained:
-            load_pretrained_encoder(self.encoder, pretrained)
         self.freeze_encoder = freeze_encoder
         if freeze_encoder:
             for p in self.encoder.parameters():

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
 from smart_nets.networks.blocks.heads import ProjectionHead, ReconstructionHead
 from smart_nets.networks.nets.smart_swin import SMARTSwin
+from smart_nets.networks.pretrained import prepare_encoder
 
 __all__ = ["SMARTPretrainNet"]
 
@@ -16,48 +15,31 @@ __all__ = ["SMARTPretrainNet"]
 class SMARTPretrainNet(nn.Module):
     """SMARTSwin encoder with a shared DINO projection head (global and patch tokens) and a SimMIM head.
 
-    The same class is the student and, as an EMA copy, the teacher (DESIGN section 2: the teacher includes class
+    The same class is the student and, as an EMA copy, the teacher (``docs/method.md``: the teacher includes class
     attention, mask token and head). Only ``encoder`` is kept for downstream tasks.
 
     Args:
-        in_channels, feature_size, depths, num_heads, window_size, patch_size, num_class_attn_blocks,
-            drop_path_rate, use_checkpoint, layer_scale_init: passed to :class:`SMARTSwin`.
+        encoder: the :class:`SMARTSwin` to pretrain; ``None`` builds a paper-scale one.
         out_dim: prototypes K of the projection head (8192 at paper scale).
         head_hidden_dim: projection MLP width (2048).
         head_bottleneck_dim: projection bottleneck (256).
         norm_last_layer: fix the weight-norm gain of the projection's last layer.
+
+    Raises:
+        TypeError: when ``encoder`` is not a ``SMARTSwin``.
     """
 
     def __init__(
         self,
-        in_channels: int = 1,
-        feature_size: int = 48,
-        depths: Sequence[int] = (2, 2, 8, 2),
-        num_heads: Sequence[int] = (4, 4, 8, 16),
-        window_size: int | Sequence[int] = 4,
-        patch_size: int = 2,
-        num_class_attn_blocks: int = 2,
-        drop_path_rate: float = 0.1,
-        use_checkpoint: bool = False,
-        layer_scale_init: float = 1e-4,
+        encoder: SMARTSwin | None = None,
         out_dim: int = 8192,
         head_hidden_dim: int = 2048,
         head_bottleneck_dim: int = 256,
         norm_last_layer: bool = True,
     ) -> None:
         super().__init__()
-        self.encoder = SMARTSwin(
-            in_channels=in_channels,
-            feature_size=feature_size,
-            depths=depths,
-            num_heads=num_heads,
-            window_size=window_size,
-            patch_size=patch_size,
-            num_class_attn_blocks=num_class_attn_blocks,
-            drop_path_rate=drop_path_rate,
-            use_checkpoint=use_checkpoint,
-            layer_scale_init=layer_scale_init,
-        )
+        self.encoder = prepare_encoder(encoder)
+        feature_size, in_channels = self.encoder.feature_size, self.encoder.in_channels
         self.head = ProjectionHead(8 * feature_size, out_dim, head_hidden_dim, head_bottleneck_dim, 3, norm_last_layer)
         self.recon_head = ReconstructionHead(16 * feature_size, in_channels, self.encoder.size_divisor)
 

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Sequence
 
 import torch
 from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrUpBlock
 from torch import nn
 
 from smart_nets.networks.nets.smart_swin import SMARTSwin
-from smart_nets.networks.pretrained import load_pretrained_encoder
+from smart_nets.networks.pretrained import prepare_encoder
 
 __all__ = ["SMARTUNETR"]
-
-logger = logging.getLogger(__name__)
 
 
 class SMARTUNETR(nn.Module):
@@ -23,38 +19,30 @@ class SMARTUNETR(nn.Module):
 
     Skip connections: the input (``encoder1``), the patch embedding and the outputs of stages 1, 2 and 4 through
     residual ``UnetrBasicBlock``s; stage 3's output feeds the first up-block directly, as in MONAI's SwinUNETR.
-    The class-attention branch is not used here (its weights load and stay unused; see ``SMARTAttentionMap``).
+    The class-attention branch is not used here (its weights load and stay unused; see ``EncoderAttentionMap``).
 
     Args:
-        in_channels: image channels.
+        encoder: the :class:`SMARTSwin` (built with ``patch_size`` 2, the decoder's first skip is at half
+            resolution); ``None`` builds a paper-scale one. Its architecture must match the pretraining to load
+            SMART weights.
         out_channels: segmentation classes, background included.
-        feature_size: encoder width C (must match the pretraining to load its weights).
-        depths, num_heads, window_size, num_class_attn_blocks: encoder architecture, see :class:`SMARTSwin`.
         norm_name: decoder normalisation (MONAI's names, e.g. ``"instance"``).
-        drop_path_rate: encoder stochastic depth.
         dropout: dropout before the output layer (MONAI Label's epistemic scoring sets it); 0 disables.
-        use_checkpoint: gradient checkpointing in the encoder.
         pretrained: path of SMART weights to load into the encoder (``smart_pretrain``'s ``models/model.pt`` or
-            ``models/checkpoint.pt``); ``None`` or ``""`` keeps the random initialisation.
+            ``models/checkpoint.pt``); ``None`` or ``""`` keeps the encoder's weights.
 
     Raises:
+        TypeError: when ``encoder`` is not a ``SMARTSwin``.
         ValueError: on bad arguments, or pretrained weights that do not fit (see ``load_pretrained_encoder``).
         FileNotFoundError: when ``pretrained`` names a missing file.
     """
 
     def __init__(
         self,
-        in_channels: int = 1,
+        encoder: SMARTSwin | None = None,
         out_channels: int = 2,
-        feature_size: int = 48,
-        depths: Sequence[int] = (2, 2, 8, 2),
-        num_heads: Sequence[int] = (4, 4, 8, 16),
-        window_size: int | Sequence[int] = 4,
-        num_class_attn_blocks: int = 2,
         norm_name: str | tuple = "instance",
-        drop_path_rate: float = 0.0,
         dropout: float = 0.0,
-        use_checkpoint: bool = False,
         pretrained: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
@@ -62,18 +50,10 @@ class SMARTUNETR(nn.Module):
             raise ValueError(f"out_channels must be >= 1, got {out_channels}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.encoder = SMARTSwin(
-            in_channels=in_channels,
-            feature_size=feature_size,
-            depths=depths,
-            num_heads=num_heads,
-            window_size=window_size,
-            patch_size=2,
-            num_class_attn_blocks=num_class_attn_blocks,
-            drop_path_rate=drop_path_rate,
-            use_checkpoint=use_checkpoint,
-        )
-        fs = feature_size
+        self.encoder = prepare_encoder(encoder, pretrained)
+        if self.encoder.patch_size != 2:
+            raise ValueError(f"SMARTUNETR needs an encoder with patch_size 2, got {self.encoder.patch_size}")
+        in_channels, fs = self.encoder.in_channels, self.encoder.feature_size
 
         def basic(cin: int, cout: int) -> UnetrBasicBlock:
             return UnetrBasicBlock(3, cin, cout, kernel_size=3, stride=1, norm_name=norm_name, res_block=True)
@@ -89,9 +69,6 @@ class SMARTUNETR(nn.Module):
         self.decoder2, self.decoder1 = up(2 * fs, fs), up(fs, fs)
         self.dropout = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
         self.out = UnetOutBlock(3, fs, out_channels)
-        if pretrained:
-            report = load_pretrained_encoder(self.encoder, pretrained)
-            logger.info("SMARTUNETR: loaded %d encoder tensors from %s", len(report["matched"]), pretrained)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: ``(B, in_channels, D, H, W)``, sizes multiples of 32. Returns: ``(B, out_channels, D, H, W)``
