@@ -108,12 +108,11 @@ def _worker(args) -> dict:
     else:
         from smart_nets.engines import SMARTSchedule, SMARTTrainer, make_teacher, param_groups
         from smart_nets.losses import SMARTLoss
-        from smart_nets.networks.nets import SMARTPretrainNet
+        from smart_nets.networks.nets import SMARTPretrainNet, SMARTSwin
         from smart_nets.transforms import RandTokenMaskd, RandTwoViewsd
 
-        net = SMARTPretrainNet(
-            feature_size=args.feature_size, depths=args.depths, num_heads=args.heads, out_dim=args.out_dim
-        ).to(device)
+        encoder = SMARTSwin(feature_size=args.feature_size, depths=args.depths, num_heads=args.heads)
+        net = SMARTPretrainNet(encoder, out_dim=args.out_dim).to(device)
         views = RandTokenMaskd(["view1", "view2"], 0.3)(RandTwoViewsd("image", (roi,) * 3)({"image": volume.cpu()}))
         batch = {k: v[None] for k, v in views.items()}
         trainer = SMARTTrainer(
@@ -125,18 +124,11 @@ def _worker(args) -> dict:
             torch.optim.AdamW(param_groups(net)),
             SMARTLoss(args.out_dim).to(device),
             SMARTSchedule(),
-            epoch_length=10**6,
+            epoch_length=10**6,  # the schedules' length; a step's cost does not depend on where in them it is
             amp=args.amp,
             amp_kwargs={"dtype": torch.bfloat16},
         )
-        trainer.state.iteration, trainer.state.epoch_length, trainer.state.max_epochs, trainer.state.device = (
-            1,
-            100,
-            1,
-            device,
-        )
-        trainer.scaler = None
-        step = lambda: float(trainer._iteration(trainer, batch)[0]["loss"])  # noqa: E731
+        step = lambda: float(trainer.step(batch)["loss"])  # noqa: E731
     times = []
     for i in range(args.warmup + args.steps):
         if device.type == "cuda":

@@ -13,7 +13,7 @@ from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, ScaleInte
 from smart_nets.data import generate_phantoms, load_datalist
 from smart_nets.engines import SMARTSchedule, SMARTTrainer, ema_update_, make_teacher, param_groups
 from smart_nets.losses import SMARTLoss
-from smart_nets.networks.nets import SMARTPretrainNet
+from smart_nets.networks.nets import SMARTPretrainNet, SMARTSwin
 from smart_nets.transforms import CheckFinited, RandTokenMaskd, RandTwoViewsd
 from tests.conftest import error_chain
 
@@ -43,10 +43,7 @@ def _loader(datalist: str, teacher_mask_ratio: float = 0.3, batch_size: int = 2)
 
 def _trainer(loader: DataLoader, max_epochs: int, schedule: SMARTSchedule | None = None, **kwargs) -> SMARTTrainer:
     net = SMARTPretrainNet(
-        feature_size=12,
-        depths=(1, 1, 1, 1),
-        num_heads=(1, 2, 3, 6),
-        drop_path_rate=0.0,
+        SMARTSwin(feature_size=12, depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 6), drop_path_rate=0.0),
         out_dim=K,
         head_hidden_dim=64,
         head_bottleneck_dim=32,
@@ -172,4 +169,24 @@ def test_start_up_warns_when_the_teacher_would_keep_its_random_start(phantoms, c
         with caplog.at_level("INFO", logger="smart_nets.engines.smart_trainer"):
             trainer.run()
         assert "of its initial weights" in caplog.text
-        assert ("set schedule#momentum to" in caplog.text) == warns
+        assert ("set teacher_momentum (schedule#momentum) to" in caplog.text) == warns
+
+
+def test_public_step_matches_a_run_and_prepare_batch_reads_other_keys(phantoms):
+    """``step()`` outside ``run()`` gives the loss ``run()`` gives for the same first batch and weights;
+    ``prepare_batch`` lets a loader name its views otherwise; a batch without them is refused naming its keys."""
+    from smart_nets.engines import PrepareTwoViews
+
+    batch = next(iter(_loader(phantoms)))
+    torch.manual_seed(0)
+    ran = _trainer([batch], max_epochs=1, epoch_length=1)
+    outputs = _record(ran)
+    ran.run()
+    torch.manual_seed(0)
+    renamed = {k.replace("view", "v"): v for k, v in batch.items()}
+    stepped = _trainer([renamed], max_epochs=1, epoch_length=1, prepare_batch=PrepareTwoViews(("v1", "v2")))
+    out = stepped.step(renamed)
+    assert stepped.state.iteration == 1
+    assert float(out["loss"]) == pytest.approx(float(outputs[0]["loss"]), rel=1e-5)
+    with pytest.raises(ValueError, match=r"lacks views or noise masks for \['v1', 'v2'\].*view1"):
+        stepped.step(batch)

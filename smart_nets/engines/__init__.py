@@ -2,9 +2,10 @@
 
 from smart_nets.engines.ema import ema_update_, make_teacher, param_groups, unwrap
 from smart_nets.engines.schedules import SMARTSchedule, cosine_schedule, linear_warmup, teacher_init_share
-from smart_nets.engines.smart_trainer import SMARTTrainer
+from smart_nets.engines.smart_trainer import PrepareTwoViews, SMARTTrainer
 
 __all__ = [
+    "PrepareTwoViews",
     "SMARTSchedule",
     "SMARTTrainer",
     "cosine_schedule",

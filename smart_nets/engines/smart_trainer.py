@@ -1,4 +1,4 @@
-"""SMARTTrainer: one SMART pretraining step per iteration, as a MONAI ``Trainer`` (DESIGN section 2).
+"""SMARTTrainer: one SMART pretraining step per iteration, as a MONAI ``Trainer`` (docs/method.md).
 
 One iteration::
 
@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 from ignite.engine import Engine, EventEnum, Events
 from monai.engines import Trainer
-from monai.engines.utils import IterationEvents
+from monai.engines.utils import IterationEvents, PrepareBatch
 from monai.utils import look_up_option
 from torch.nn.utils import clip_grad_norm_
 
@@ -26,10 +26,43 @@ from smart_nets.engines.schedules import SMARTSchedule
 from smart_nets.losses import SMARTLoss
 from smart_nets.transforms.masking import attention_guided_mask, random_token_mask
 
-__all__ = ["SMARTTrainer"]
+__all__ = ["PrepareTwoViews", "SMARTTrainer"]
 
 logger = logging.getLogger(__name__)
 MASKINGS = ("attention", "random")
+
+
+class PrepareTwoViews(PrepareBatch):
+    """MONAI ``prepare_batch`` for SMART: the two views stacked along the batch, and the teacher's noise masks
+    stacked likewise, on ``device``. One forward pass each for teacher and student (DDP needs a single forward per
+    backward).
+
+    Args:
+        view_keys: batch keys of the two views (``RandTwoViewsd``'s outputs).
+        noise_postfix: suffix of the teacher-noise mask keys (``RandTokenMaskd``'s outputs).
+
+    Raises:
+        ValueError: (when called) on a batch that lacks a view or a noise mask, naming the keys present.
+    """
+
+    def __init__(self, view_keys: Sequence[str] = ("view1", "view2"), noise_postfix: str = "_noise") -> None:
+        self.view_keys = tuple(view_keys)
+        self.noise_postfix = noise_postfix
+
+    def __call__(
+        self, batchdata: dict, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns: ``(views, noise)``, ``(2B, C, D, H, W)`` and ``(2B, d, h, w)``, view 1 first."""
+        keys = [(k, f"{k}{self.noise_postfix}") for k in self.view_keys]
+        missing = [k for k, n in keys if k not in batchdata or n not in batchdata]
+        if missing:
+            raise ValueError(f"batch lacks views or noise masks for {missing}; keys present: {sorted(batchdata)}")
+        views = torch.cat([torch.as_tensor(batchdata[k]) for k, _ in keys])
+        noise = torch.cat([torch.as_tensor(batchdata[n]) for _, n in keys])
+        return (
+            views.to(device, non_blocking=non_blocking, **kwargs),
+            noise.to(device, non_blocking=non_blocking, **kwargs),
+        )
 
 
 class SMARTTrainer(Trainer):
@@ -38,9 +71,9 @@ class SMARTTrainer(Trainer):
     Args:
         device: where the networks run.
         max_epochs: number of epochs.
-        train_data_loader: yields dicts with the two views ``(B, C, D, H, W)`` under ``view_keys`` and the
-            teacher's noise masks ``(B, d, h, w)`` under ``f"{view_key}{noise_postfix}"`` (see ``RandTwoViewsd``
-            and ``RandTokenMaskd``).
+        train_data_loader: yields batches that ``prepare_batch`` turns into views and teacher-noise masks (by
+            default dicts with ``view1``, ``view2``, ``view1_noise``, ``view2_noise``, as ``RandTwoViewsd`` and
+            ``RandTokenMaskd`` write them).
         network: the student, a ``SMARTPretrainNet`` (possibly wrapped in DDP).
         teacher: its EMA copy (``smart_nets.engines.make_teacher``); never receives gradients.
         optimizer: optimizer of the student; its first group (``apply_weight_decay``) gets the scheduled weight
@@ -55,8 +88,9 @@ class SMARTTrainer(Trainer):
         hint_pool: share of most-attended tokens the hint is drawn from (0.1).
         clip_grad: max gradient norm of the student (0.3); 0 disables clipping.
         freeze_last_layer_epochs: epochs during which the projection's last layer gets no update (1).
-        view_keys: batch keys of the two views.
-        noise_postfix: suffix of the teacher-noise mask keys.
+        prepare_batch: MONAI's ``prepare_batch`` interface, returning ``(views, noise)``: the two views stacked
+            along the batch ``(2B, C, D, H, W)`` and the teacher-noise masks ``(2B, d, h, w)`` (default
+            :class:`PrepareTwoViews`).
         seed: seed of the trainer's mask generator (offset by the process rank).
         max_teacher_init_share: at start-up the trainer logs the share of its random initial weights the EMA
             teacher will still hold at the end of the schedule (:func:`smart_nets.engines.teacher_init_share`) and
@@ -88,8 +122,7 @@ class SMARTTrainer(Trainer):
         hint_pool: float = 0.1,
         clip_grad: float = 0.3,
         freeze_last_layer_epochs: float = 1.0,
-        view_keys: Sequence[str] = ("view1", "view2"),
-        noise_postfix: str = "_noise",
+        prepare_batch: Callable = PrepareTwoViews(),
         seed: int = 0,
         max_teacher_init_share: float = 0.05,
         train_handlers: Sequence | None = None,
@@ -114,6 +147,7 @@ class SMARTTrainer(Trainer):
             data_loader=train_data_loader,
             epoch_length=epoch_length,
             non_blocking=non_blocking,
+            prepare_batch=prepare_batch,
             iteration_update=iteration_update,
             handlers=train_handlers,
             amp=amp,
@@ -131,8 +165,6 @@ class SMARTTrainer(Trainer):
         self.mask_ratio, self.hint_ratio, self.hint_pool = mask_ratio, hint_ratio, hint_pool
         self.clip_grad = clip_grad
         self.freeze_last_layer_epochs = freeze_last_layer_epochs
-        self.view_keys = tuple(view_keys)
-        self.noise_postfix = noise_postfix
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         self.generator = torch.Generator().manual_seed(seed + rank)
         self.max_teacher_init_share = max_teacher_init_share
@@ -155,7 +187,7 @@ class SMARTTrainer(Trainer):
             logger.warning(
                 "the EMA teacher will still hold %.0f%% of its random initial weights after %d iterations at base "
                 "momentum %g (above %.0f%%): the exported teacher will be mostly untrained. For a run this short "
-                "set schedule#momentum to %g or lower, or train for longer",
+                "set teacher_momentum (schedule#momentum) to %g or lower, or train for longer",
                 100 * share,
                 total,
                 momentum,
@@ -163,16 +195,17 @@ class SMARTTrainer(Trainer):
                 engine.schedule.momentum_for(total, engine.max_teacher_init_share),
             )
 
-    def _views(self, batchdata: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stack view 1 then view 2 along the batch: one forward pass each for teacher and student (DDP needs a
-        single forward per backward)."""
-        missing = [k for k in self.view_keys if k not in batchdata or f"{k}{self.noise_postfix}" not in batchdata]
-        if missing:
-            raise ValueError(f"batch lacks views or noise masks for {missing}; keys present: {sorted(batchdata)}")
-        views = torch.cat([torch.as_tensor(batchdata[k]) for k in self.view_keys])
-        noise = torch.cat([torch.as_tensor(batchdata[f"{k}{self.noise_postfix}"]) for k in self.view_keys])
-        device = self.state.device
-        return views.to(device, non_blocking=self.non_blocking), noise.to(device, non_blocking=self.non_blocking)
+    def step(self, batchdata: dict) -> dict:
+        """One SMART step on ``batchdata`` outside ``run()``, for benchmarks, notebooks and custom loops.
+
+        The iteration counter advances by one and the schedules are read there, over ``max_epochs * epoch_length``
+        iterations (set ``epoch_length`` at construction to choose the schedule's length). No event handler runs.
+
+        Returns:
+            the step's output dict, as in :meth:`_iteration`.
+        """
+        self.state.iteration += 1
+        return self._iteration(self, batchdata)[0]
 
     def _student_masks(self, attn_map: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         b, n = attn_map.shape
@@ -190,7 +223,7 @@ class SMARTTrainer(Trainer):
 
     def _optimizer_step(self, engine: SMARTTrainer, loss: torch.Tensor) -> None:
         engine.optimizer.zero_grad(set_to_none=True)
-        scaler = engine.scaler if engine.amp else None
+        scaler = engine.scaler if engine.amp else None  # created by run(); None in step() outside a run
         (scaler.scale(loss) if scaler is not None else loss).backward()
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if scaler is not None:
@@ -225,7 +258,7 @@ class SMARTTrainer(Trainer):
         """
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
-        views, noise = engine._views(batchdata)
+        views, noise = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
         step = engine.state.iteration - 1
         values = engine.schedule(step, engine.state.max_epochs * engine.state.epoch_length)
         engine._apply_schedule(values)
