@@ -12,7 +12,7 @@ import torch
 from monai.networks.nets import SwinUNETR
 from monai.transforms import Compose, EnsureChannelFirstd
 
-from smart_nets.networks.nets import SMARTUNETR, SMARTPretrainNet, SMARTSwin
+from smart_nets.networks.nets import SMARTUNETR, SMARTClassifier, SMARTPretrainNet, SMARTSwin
 from smart_nets.networks.pretrained import load_pretrained_encoder
 from smart_nets.transforms import CheckSegmentationd, LoadImageCheckedd
 from tests.conftest import TINY, error_chain
@@ -25,6 +25,16 @@ def test_segmentation_shapes(size):
     net = SMARTUNETR(SMARTSwin(**ARCH), out_channels=3).eval()
     with torch.no_grad():
         assert net(torch.randn(1, 1, size, size, size)).shape == (1, 3, size, size, size)
+
+
+def test_the_networks_share_the_encoder_object_they_are_given_and_refuse_other_modules():
+    encoder = SMARTSwin(**ARCH)
+    assert SMARTUNETR(encoder).encoder is encoder
+    assert SMARTClassifier(encoder).encoder is encoder and SMARTPretrainNet(encoder, out_dim=64).encoder is encoder
+    with pytest.raises(TypeError, match="encoder must be a smart_nets SMARTSwin, got Linear"):
+        SMARTUNETR(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="patch_size 2, got 4"):
+        SMARTUNETR(SMARTSwin(patch_size=4, **ARCH))
 
 
 def test_loads_every_encoder_tensor_from_a_pretraining_checkpoint(tmp_path, caplog):
