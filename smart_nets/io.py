@@ -1,9 +1,9 @@
 """Low-level file I/O: atomic writes, checkpoint reading that names the file, and file hashes.
 
 This is the bottom layer of ``smart_nets``: it imports nothing from the package, so any module may import it
-without a cycle. Every file the project writes goes through :func:`atomic_path`, every checkpoint it reads through
-:func:`read_checkpoint` (or :func:`check_checkpoint_file` and :func:`refused` where MONAI does the reading), and
-every sha256 it computes or checks through :func:`sha256_file`.
+without a cycle. The package writes its checkpoints, results, images and indexes through :func:`atomic_path`, reads
+checkpoints through :func:`read_checkpoint` (or :func:`check_checkpoint_file` and :func:`refused` where MONAI does the
+reading), and computes every sha256 with :func:`sha256_file`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The temporary name keeps the final name as its suffix (``.tmp-<pid>-<name>``), so writers that infer the format
     from the extension (``.nii.gz``) still compress. On an error the temporary file is removed and ``path`` is left
-    as it was. Every writer of the project goes through here.
+    as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
