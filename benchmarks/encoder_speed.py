@@ -2,8 +2,13 @@
 
 Both networks get the same feature size, depths, heads, window and patch size and return the same five
 layer-normalized, channels-first hidden states; SMARTSwin's class-attention branch is left out (it reads the stage-3
-tokens and costs little). Runs alternate between the two networks so that outside load hits both alike, and the
-median of each is reported with the ratio ours / MONAI (goal: <= 0.8).
+tokens and costs little). Runs alternate between the networks so that outside load hits all alike, and the median of
+each is reported with the ratio ours / MONAI (goal: <= 0.8).
+
+On the CPU, forward+backward also runs SMARTSwin with ``LeanWindowAttention`` in place of PyTorch's
+``scaled_dot_product_attention``: a hand-written autograd attention that smart_nets used for CPU training until it
+no longer beat SDPA (PyTorch 2.13) and was removed. It stays here so that the comparison can be rerun on another
+machine or PyTorch; the line ``custom CPU attention`` gives its time and its ratio to SDPA.
 
     python benchmarks/encoder_speed.py                       # feature size 24, depths 2,2,2,2, 96^3
     python benchmarks/encoder_speed.py --feature_size 48 --depths 2,2,8,2 --heads 4,4,8,16 --repeats 3
@@ -17,6 +22,7 @@ import json
 import platform
 import statistics
 import time
+from unittest import mock
 
 import torch
 from monai.networks.nets.swin_unetr import SwinTransformer
@@ -26,6 +32,52 @@ from smart_nets.networks.nets import SMARTSwin
 
 def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(t) for t in text.split(","))
+
+
+class LeanWindowAttention(torch.autograd.Function):
+    """``softmax(q k^T * scale + mask) v`` with a learnable additive mask, allocating the ``(B', heads, n, n)`` scores
+    once in forward (mask added and softmax taken in place) and once in backward, where FlashAttention's identity
+    ``rowsum(dP * P) = rowsum(dO * O)`` saves another full-size temporary. Written for CPU training, where SDPA runs
+    its math kernel when the mask needs a gradient; the reference this benchmark compares SDPA against."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, scale):  # noqa: D102 (see the class docstring)
+        scores = torch.matmul(q * scale, k.transpose(-2, -1))
+        scores.add_(mask)
+        torch.ops.aten._softmax.out(scores, -1, False, out=scores)
+        out = torch.matmul(scores, v)
+        ctx.save_for_backward(q, k, v, scores, out)
+        ctx.scale, ctx.mask_shape = scale, mask.shape
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):  # noqa: D102
+        q, k, v, probs, out = ctx.saved_tensors
+        grad_v = torch.matmul(probs.transpose(-2, -1), grad_out)
+        grad_scores = torch.matmul(grad_out, v.transpose(-2, -1))
+        grad_scores.sub_((grad_out * out).sum(-1, keepdim=True)).mul_(probs)  # softmax backward, in place
+        grad_mask = grad_scores.sum_to_size(ctx.mask_shape) if ctx.needs_input_grad[3] else None
+        grad_q = torch.matmul(grad_scores, k).mul_(ctx.scale)
+        grad_k = torch.matmul(grad_scores.transpose(-2, -1), q).mul_(ctx.scale)
+        return grad_q, grad_k, grad_v, grad_mask, None
+
+
+def _lean_sdpa(q, k, v, attn_mask, dropout_p=0.0, scale=None):
+    """``scaled_dot_product_attention``'s signature, as SMARTSwin calls it (a mask, no dropout), on the lean kernel."""
+    if dropout_p:
+        raise ValueError("LeanWindowAttention has no attention dropout")
+    return LeanWindowAttention.apply(q, k, v, attn_mask, scale)
+
+
+def _with_lean_attention(fn):
+    """``fn`` with SMARTSwin's attention on :class:`LeanWindowAttention` (MONAI's does not call SDPA)."""
+
+    def run():
+        with mock.patch.object(torch.nn.functional, "scaled_dot_product_attention", _lean_sdpa):
+            return fn()
+
+    return run
 
 
 def _time(fn, backward: bool, device: torch.device, amp: bool) -> float:
@@ -74,15 +126,25 @@ def main() -> None:
     }
     results = {}
     for mode, backward in (("forward", False), ("forward+backward", True)):
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        for name, fn in runs.items():  # warm-up
+        timed = dict(runs)
+        if backward and device.type == "cpu":  # the lean kernel was only ever used for CPU training
+            timed["ours_custom_attention"] = _with_lean_attention(runs["ours"])
+        times: dict[str, list[float]] = {name: [] for name in timed}
+        for name, fn in timed.items():  # warm-up
             _time(fn, backward, device, args.amp)
         for _ in range(args.repeats):
-            for name, fn in runs.items():
+            for name, fn in timed.items():
                 times[name].append(_time(fn, backward, device, args.amp))
         med = {name: statistics.median(t) for name, t in times.items()}
         results[mode] = {"ours_s": med["ours"], "monai_s": med["monai"], "ratio": med["ours"] / med["monai"]}
         print(f"{mode:>17}: ours {med['ours']:.3f} s  MONAI {med['monai']:.3f} s  ratio {results[mode]['ratio']:.2f}")
+        if "ours_custom_attention" in med:
+            custom = med["ours_custom_attention"]
+            results[mode] |= {"ours_custom_attention_s": custom, "custom_over_sdpa": custom / med["ours"]}
+            print(
+                f"{'':>17}  custom CPU attention {custom:.3f} s  SDPA {med['ours']:.3f} s  "
+                f"ratio custom / SDPA {custom / med['ours']:.2f}"
+            )
     config = vars(args) | {"torch": torch.__version__, "machine": platform.machine()}
     if device.type == "cuda":
         config["gpu"] = torch.cuda.get_device_name(device)

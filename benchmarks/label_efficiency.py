@@ -73,7 +73,7 @@ CLUSTER_METRICS = ("silhouette", "kmeans_ari", "separation_ratio", "inter_class_
 
 def _write_text(path: Path, text: str) -> None:
     """Write through a temporary file and a rename: an interrupted study never leaves a half-written result."""
-    from smart_nets.data.writers import atomic_path
+    from smart_nets.io import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -252,7 +252,7 @@ def diagnose(
     from monai.utils import set_determinism
 
     from smart_nets.handlers import target_information
-    from smart_nets.networks.pretrained import read_checkpoint
+    from smart_nets.io import read_checkpoint
 
     parser = ConfigParser()
     parser.read_config([str(PRETRAIN / "configs" / c) for c in ("train.json", "demo.json")])

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from smart_nets.data.phantoms import ORGAN_LABELS, PHASES, TUMOUR_TYPES, generate_phantoms, make_phantom
-from smart_nets.data.writers import atomic_path
+from smart_nets.io import atomic_path
 from smart_nets.transforms.views import RandTwoViewsd
 
 HERE = Path(__file__).resolve().parent

@@ -50,7 +50,7 @@ def pretrain(variant: str, s: dict, lists: dict, out: Path) -> dict:
     import torch
 
     from smart_nets.engines import SMARTSchedule
-    from smart_nets.networks.pretrained import read_checkpoint
+    from smart_nets.io import read_checkpoint
 
     per_epoch = s["pool"] // s["batch"]
     epochs = max(1, s["iterations"] // per_epoch)

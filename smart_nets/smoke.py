@@ -1,4 +1,4 @@
-"""Encoder smoke run: preprocess a few CTs of a datalist and run a SMARTSwin on them (the demo's last step).
+"""Encoder smoke run: preprocess a few CTs of a datalist and run a SMARTSwin on them (step 2 of ``scripts/demo.sh``).
 
     python -m smart_nets.smoke data/phantoms/dataset.json --num 2
 

@@ -10,14 +10,14 @@ import time
 import pytest
 import torch
 
-import smart_nets.data.writers as writers
-from smart_nets.data.writers import atomic_path
+import smart_nets.io as smart_io
+from smart_nets.io import atomic_path
 
 
 def test_atomic_path_fsyncs_the_file_and_its_folder_before_and_after_the_rename(tmp_path, monkeypatch):
     synced = []
-    real_fsync = writers.os.fsync
-    monkeypatch.setattr(writers.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    real_fsync = smart_io.os.fsync
+    monkeypatch.setattr(smart_io.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
     with atomic_path(tmp_path / "out.txt") as tmp:
         tmp.write_text("new")
         assert not (tmp_path / "out.txt").exists()

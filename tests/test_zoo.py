@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from smart_nets.data import generate_phantoms
-from smart_nets.zoo import ZooCheckError, check_bundle, package_bundle, safe_extract, sha256sum
+from smart_nets.io import sha256_file as sha256sum
+from smart_nets.zoo import ZooCheckError, check_bundle, package_bundle, safe_extract
 from tests.conftest import SCHEMA, demo_network
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from smart_nets.cluster.embed import EncoderStage, pool_in_masks
 from smart_nets.cluster.metrics import DEFINITIONS, cluster_metrics, standardize
-from smart_nets.data.writers import atomic_path
+from smart_nets.io import atomic_path
+from smart_nets.networks.pretrained import load_pretrained_encoder
 
 __all__ = ["OrganClustering", "load_frozen_encoder", "organ_names_from"]
 
@@ -23,10 +24,10 @@ logger = logging.getLogger(__name__)
 
 
 def load_frozen_encoder(encoder: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """``encoder`` with the weights of ``path`` (any SMART artefact: ``smart_nets.networks.load_pretrained_encoder``
-    logs how many tensors matched and stops when none did), in eval mode, with gradients off."""
-    from smart_nets.networks.pretrained import load_pretrained_encoder
+    """``encoder`` with the weights of ``path``, in eval mode, with gradients off.
 
+    ``path`` is any SMART artefact; :func:`smart_nets.networks.pretrained.load_pretrained_encoder` logs how many
+    tensors matched and stops when none did."""
     load_pretrained_encoder(encoder, path)
     return encoder.eval().requires_grad_(False)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from smart_nets.data.writers import atomic_path
+from smart_nets.io import atomic_path
 
 __all__ = ["dicom_series_in", "write_dicom_series"]
 

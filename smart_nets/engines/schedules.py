@@ -49,7 +49,7 @@ def linear_warmup(step: int, warmup_steps: int, start: float, end: float) -> flo
 
 @dataclass
 class SMARTSchedule:
-    """All of SMART's schedules at one iteration (DESIGN section 2, steps 5-7).
+    """All of SMART's schedules at one iteration (``docs/method.md`` sections 8 and 9).
 
     Attributes:
         base_lr: peak learning rate after warmup (8e-4 for the authors' global batch; scale with your batch).

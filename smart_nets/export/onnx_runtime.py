@@ -10,6 +10,8 @@ import torch
 from monai.utils import optional_import
 from torch import nn
 
+from smart_nets.io import atomic_path
+
 logger = logging.getLogger(__name__)
 
 # ``torch.onnx.export`` arguments for every export in this project, and the ``converter_kwargs`` of each bundle's
@@ -31,8 +33,6 @@ def export_onnx(net: nn.Module, path: str, input_shape: Sequence[int], verify: b
     temporary file and renamed, and (``verify``) checked against eager PyTorch with onnxruntime (atol 1e-4).
     """
     from monai.networks.utils import convert_to_onnx
-
-    from smart_nets.data.writers import atomic_path
 
     with atomic_path(path) as tmp:
         convert_to_onnx(

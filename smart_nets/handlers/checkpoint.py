@@ -12,7 +12,7 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 
-from smart_nets.data.writers import atomic_path
+from smart_nets.io import atomic_path, check_checkpoint_file, refused
 
 __all__ = ["AtomicCheckpoint", "CheckedCheckpointLoader", "atomic_torch_save"]
 
@@ -119,7 +119,7 @@ class CheckedCheckpointLoader(CheckpointLoader):
 
     MONAI's loader reports a truncated file as ``PytorchStreamReader failed reading zip archive``, a text file as
     ``KeyError: 101`` and another architecture as ``Error(s) in loading state_dict for SMARTUNETR: ...``, none of
-    them with the file's name. This checks the file first (:func:`smart_nets.networks.check_checkpoint_file`) and
+    them with the file's name. This checks the file first (:func:`smart_nets.io.check_checkpoint_file`) and
     re-raises loading errors with the path, the objects it was loaded into, and the likely cause. Arguments as
     ``CheckpointLoader``; loading is still ``torch.load(..., weights_only=True)``.
 
@@ -130,8 +130,6 @@ class CheckedCheckpointLoader(CheckpointLoader):
     """
 
     def __call__(self, engine: Engine) -> None:
-        from smart_nets.networks.pretrained import check_checkpoint_file, refused
-
         check_checkpoint_file(self.load_path)
         try:
             super().__call__(engine)

@@ -13,17 +13,12 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from smart_nets.data.writers import atomic_path
+from smart_nets.io import atomic_path
 from smart_nets.metrics import bootstrap_auc, threshold_metrics
 
 __all__ = ["OutcomeReport"]
 
 logger = logging.getLogger(__name__)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 class OutcomeReport:
@@ -80,7 +75,8 @@ class OutcomeReport:
         writer = csv.DictWriter(buffer, fieldnames=list(self.rows[0]) if self.rows else ["case"])
         writer.writeheader()
         writer.writerows(self.rows)
-        _atomic_write(self.output_dir / "predictions.csv", buffer.getvalue().encode())
+        with atomic_path(self.output_dir / "predictions.csv") as tmp:
+            tmp.write_bytes(buffer.getvalue().encode())
         logger.info("wrote %d predictions to %s", len(self.rows), self.output_dir / "predictions.csv")
         if not self.with_labels:
             return
@@ -88,7 +84,8 @@ class OutcomeReport:
         score = np.array([r[f"prob_{self.positive_class}"] for r in self.rows])
         report = {"endpoint": self.endpoint, **bootstrap_auc(y, score, self.n_bootstrap)}
         report.update(threshold_metrics(y, score, self.threshold))
-        _atomic_write(self.output_dir / "metrics.json", (json.dumps(report, indent=2) + "\n").encode())
+        with atomic_path(self.output_dir / "metrics.json") as tmp:
+            tmp.write_bytes((json.dumps(report, indent=2) + "\n").encode())
         self._plot(y, score, report)
         logger.info(
             "%s: AUC %.3f (95%% CI %.3f-%.3f, n=%d), accuracy %.3f, sensitivity %.3f, specificity %.3f at %.2f",
@@ -119,7 +116,6 @@ class OutcomeReport:
         ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
         ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"{self.endpoint} (n = {report['n']})")
         ax.legend(loc="lower right")
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        with atomic_path(self.output_dir / "roc.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
         plt.close(fig)
-        _atomic_write(self.output_dir / "roc.png", buffer.getvalue())

@@ -4,60 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
-import zipfile
 from collections.abc import Mapping
 
 import torch
 from monai.networks.utils import copy_model_state
 from torch import nn
 
-__all__ = ["check_checkpoint_file", "encoder_state_from", "load_pretrained_encoder", "read_checkpoint", "refused"]
+from smart_nets.io import read_checkpoint
+
+__all__ = ["encoder_state_from", "load_pretrained_encoder"]
 
 logger = logging.getLogger(__name__)
 _PREFIXES = ("module.", "encoder.", "swinViT.")
-
-
-def check_checkpoint_file(path: str | os.PathLike) -> None:
-    """Raise, naming ``path``, when it is missing or not a ``torch.save`` archive (truncated, or another format).
-
-    ``torch.load`` reports these as ``PytorchStreamReader failed reading zip archive`` or a bare ``KeyError: 101``
-    (a text file) without the file's name; the archive's central directory, at its end, is cheap to look for.
-
-    Raises:
-        FileNotFoundError: for a missing file.
-        ValueError: for a file that is not a complete zip archive.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(
-            f"{path} is not a readable PyTorch checkpoint: truncated (an interrupted copy or download?) or not "
-            "written by torch.save"
-        )
-
-
-def refused(path: str | os.PathLike, error: pickle.UnpicklingError) -> ValueError:
-    """The message for a checkpoint that ``weights_only`` loading refused: it pickles objects besides tensors."""
-    return ValueError(
-        f"{path} was refused: it holds Python objects besides tensors, which weights_only loading does not run "
-        f"(only load checkpoints you trust): {str(error).splitlines()[0]}"
-    )
-
-
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """``torch.load(path, weights_only=True)`` with errors that name the file and say what is wrong.
-
-    Raises:
-        FileNotFoundError, ValueError: see :func:`check_checkpoint_file` and :func:`refused`.
-    """
-    check_checkpoint_file(path)
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:  # weights_only refused an object that is not a tensor: possibly code
-        raise refused(path, e) from e
-    except (RuntimeError, EOFError, OSError) as e:  # a damaged archive whose end is intact
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {e}") from e
 
 
 def encoder_state_from(source: str | os.PathLike | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

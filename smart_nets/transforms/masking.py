@@ -96,7 +96,7 @@ class RandTokenMaskd(Randomizable, MapTransform):
 
     Args:
         keys: image keys, e.g. ``("view1", "view2")``; each gets an independent mask.
-        ratio: share of tokens to mask (DESIGN: ``teacher_mask_ratio`` = 0.3).
+        ratio: share of tokens to mask (the bundles' ``teacher_mask_ratio`` = 0.3; ``docs/method.md`` section 6).
         token_size: voxels per token side (patch size x 8 = 16 for SMARTSwin).
         mask_postfix: suffix of the output key.
         allow_missing_keys: do not raise for absent keys.

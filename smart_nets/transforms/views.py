@@ -1,4 +1,4 @@
-"""SMART's two global views of a CT volume (DESIGN section 2, pretraining step 1)."""
+"""SMART's two global views of a CT volume (``docs/method.md`` section 5)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ it hash-checked (``python -m smart_nets.zoo package|check|download|verify``)."""
 
 from smart_nets.zoo.checks import MAX_FILE_BYTES, ZooCheckError, check_bundle, safe_extract
 from smart_nets.zoo.download import download_bundle, load_index, verify_zip
-from smart_nets.zoo.package import package_bundle, sha256sum
+from smart_nets.zoo.package import package_bundle
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -13,6 +13,5 @@ __all__ = [
     "load_index",
     "package_bundle",
     "safe_extract",
-    "sha256sum",
     "verify_zip",
 ]

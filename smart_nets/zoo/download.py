@@ -13,8 +13,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from smart_nets.io import sha256_file
 from smart_nets.zoo.checks import safe_extract
-from smart_nets.zoo.package import sha256sum
 
 __all__ = ["download_bundle", "load_index", "verify_zip"]
 
@@ -53,7 +53,7 @@ def verify_zip(path: str | os.PathLike, sha256: str) -> None:
     Raises:
         ValueError: naming the file and what is wrong.
     """
-    digest = sha256sum(path)
+    digest = sha256_file(path)
     if digest != sha256.lower():
         raise ValueError(
             f"{path}: sha256 {digest} does not match the index's {sha256}: refusing it "

@@ -3,7 +3,6 @@ weights beside it listed in ``large_files.yml``, and an index a zoo can serve.""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -12,10 +11,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from smart_nets.data.writers import atomic_path
+from smart_nets.io import atomic_path, sha256_file
 from smart_nets.zoo.checks import MAX_FILE_BYTES, check_bundle
 
-__all__ = ["WEIGHT_SUFFIXES", "package_bundle", "sha256sum"]
+__all__ = ["WEIGHT_SUFFIXES", "package_bundle"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +37,6 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 '''
-
-
-def sha256sum(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _copy_bundle(src: Path, dst: Path) -> None:
@@ -159,7 +149,7 @@ def package_bundle(
                 {
                     "path": f"models/{weight.name}",
                     "url": f"{base_url}/{served}",
-                    "hash_val": sha256sum(weight),
+                    "hash_val": sha256_file(weight),
                     "hash_type": "sha256",
                 }
             )
@@ -177,7 +167,7 @@ def package_bundle(
     for weight, entry in zip(weights, entries):
         with atomic_path(out / entry["url"].rsplit("/", 1)[1]) as tmp_weight:
             shutil.copy2(weight, tmp_weight)
-    digest = sha256sum(zip_path)
+    digest = sha256_file(zip_path)
     _update_index(
         out, name, version, {"url": f"{base_url}/{zip_path.name}", "sha256": digest, "size": zip_path.stat().st_size}
     )

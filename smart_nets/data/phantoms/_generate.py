@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from smart_nets.data.writers import atomic_path
+from smart_nets.io import atomic_path
 
 from ._anatomy import LUNGS, ORGAN_LABELS, draw_anatomy, draw_habitus
 from ._geometry import FIELD_OF_VIEW_MM, Canvas

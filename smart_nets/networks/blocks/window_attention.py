@@ -1,13 +1,20 @@
 """3D shifted-window self-attention (Swin, Liu et al. 2021, arXiv 2103.14030) for SMARTSwin.
 
-MONAI's ``monai.networks.nets.swin_unetr`` has the same building blocks; this module reuses its ``get_window_size``,
-``PatchMergingV2``, ``MLPBlock`` and ``DropPath`` and computes exactly what its ``SwinTransformer`` computes
-(``tests/test_smart_swin.py`` checks outputs and gradients against it). It keeps its own attention and block for
-speed where SMART spends its time, training (``benchmarks/encoder_speed.py`` measures the difference): (1) the
-relative-position bias and the shift mask form one additive mask, given to
-``torch.nn.functional.scaled_dot_product_attention`` in training as well as inference, with a memory-lean attention
-for CPU training where SDPA falls back to its math kernel; (2) roll + window partition is one cached token
-permutation; (3) features stay channels-last through all stages; (4) shift masks are built once per grid size.
+Laid out as timm lays out Swin (``WindowAttention`` inside ``SwinBlock`` inside ``SwinStage``), in 3D, with MONAI's
+``get_window_size``, ``MLPBlock``, ``DropPath`` and ``trunc_normal_``. It computes exactly what MONAI's
+``SwinTransformer`` computes (``tests/test_smart_swin.py`` checks outputs and gradients against it), and keeps its
+own attention and block for speed in training, where SMART spends its time (``benchmarks/encoder_speed.py``
+measures both against MONAI):
+
+- the relative-position bias and the shift mask form one additive mask for PyTorch's
+  ``scaled_dot_product_attention``, in training as well as inference;
+- the roll and window partition of a block (and their inverses) are one cached token permutation, a single gather;
+- features stay channels-last through all stages;
+- shift masks and permutations are built once per grid size (and device).
+
+Under tracing or ONNX export, attention is written out in plain tensor ops instead (matmul, add, softmax: portable
+graphs, which TensorRT fuses itself), and the cached tensors are made afresh so that every trace records the same
+graph. Method and layout: ``docs/method.md`` section 2.
 """
 
 from __future__ import annotations
@@ -86,8 +93,8 @@ def _exporting() -> bool:
 def _on_device(
     device: torch.device, dims: tuple[int, int, int], window_size: tuple[int, ...], shift_size: tuple[int, ...]
 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """Shift mask, order and inverse order as tensors on ``device``, built once (a host-to-device copy per block
-    and step cost a quarter of a GPU forward pass)."""
+    """Shift mask, order and inverse order as tensors on ``device``, built once: copying them to a GPU in every
+    block and step would be a sizeable part of a forward pass."""
     mask = None
     if any(s > 0 for s in shift_size):
         mask = torch.as_tensor(_shift_mask(dims, window_size, shift_size), device=device)
@@ -108,7 +115,8 @@ class _GatherTokens(torch.autograd.Function):
     """``x.index_select(1, order)`` whose backward is the inverse gather, not a scatter-add.
 
     Why: one gather replaces MONAI's roll + partition copies (and reverse + roll back), and since ``order`` is a
-    permutation its gradient is again a plain gather, about 3x faster on a CPU than autograd's ``index_add``.
+    permutation its gradient is again a plain gather (no atomic adds on a GPU, deterministic), where autograd would
+    scatter-add (``index_add``) into zeros.
     """
 
     @staticmethod
@@ -199,66 +207,29 @@ class WindowAttention(nn.Module):
         """
         n, c = int(x.shape[1]), int(x.shape[2])  # Python ints keep traced graphs free of shape arithmetic
         qkv = self.qkv(x).view(-1, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        q, k, v = qkv.unbind(0)  # (B * num_windows, heads, n, head_dim) each
         bias = self.relative_position_bias(window_size).unsqueeze(0)  # (1, heads, n, n)
         if shift_mask is not None:
-            bias = (bias + shift_mask.unsqueeze(1)).unsqueeze(0)  # (1, nw, heads, n, n)
-        x = self._attend(q, k, v, bias).transpose(1, 2).reshape(-1, n, c)
+            bias = (bias + shift_mask.unsqueeze(1)).unsqueeze(0)  # (1, num_windows, heads, n, n)
+        if _exporting():
+            x = self._attention_ops(q, k, v, bias)
+        else:
+            if bias.ndim == 5:  # SDPA's fused kernels take 4D masks: repeat over the samples (a view for one sample)
+                bias = bias.expand(q.shape[0] // bias.shape[1], -1, -1, -1, -1).reshape(-1, *bias.shape[2:])
+            drop = self.attn_drop_rate if self.training else 0.0
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop, scale=self.scale)
+        x = x.transpose(1, 2).reshape(-1, n, c)
         return self.proj_drop(self.proj(x))
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """Biased softmax attention of ``(B', heads, n, hd)`` windows; ``bias`` is ``(1, heads, n, n)`` or
-        ``(1, nw, heads, n, n)`` with windows batch-major.
+    def _attention_ops(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """``softmax(q k^T * scale + bias) v`` in plain ops, for tracing and export (no dropout: inference only).
 
-        Three routes to the same result: plain tensor ops when tracing or exporting (portable graphs, which
-        TensorRT fuses itself), :class:`_BiasedWindowAttention` for CPU training, SDPA everywhere else.
+        ``bias`` is ``(1, heads, n, n)``, or ``(1, num_windows, heads, n, n)`` added to the scores viewed per sample,
+        so that the graph never repeats the mask over a batch whose size it does not know.
         """
         heads, n = q.shape[1], q.shape[2]
-        drop = self.attn_drop_rate if self.training else 0.0
-        if _exporting():
-            scores = ((q * self.scale) @ k.transpose(-2, -1)).view(-1, *bias.shape[1:]) + bias
-            return scores.view(-1, heads, n, n).softmax(dim=-1) @ v
-        if q.device.type == "cpu" and torch.is_grad_enabled() and drop == 0.0:
-            return _BiasedWindowAttention.apply(q, k, v, bias, self.scale)
-        if bias.ndim == 5:  # SDPA's fused kernels take 4D masks: repeat over the batch (a view when B == 1)
-            bias = bias.expand(q.shape[0] // bias.shape[1], -1, -1, -1, -1).reshape(-1, heads, n, n)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop, scale=self.scale)
-
-
-class _BiasedWindowAttention(torch.autograd.Function):
-    """``softmax(q k^T * scale + bias) v`` with a learnable bias, lean on memory for CPU training.
-
-    Why not SDPA: with autograd on a CPU, PyTorch (2.13) runs SDPA's math kernel when the mask needs a gradient,
-    allocating several ``(B', heads, n, n)`` score tensors per call (and its safe softmax makes extra passes). Those
-    tensors are the largest in a Swin stage (85 MB per block at 96^3, feature size 24), and on CPU each fresh large
-    allocation is page-faulted in by the kernel. Here the scores are allocated once in forward (bias added and
-    softmax taken in place) and once in backward, where FlashAttention's identity
-    ``rowsum(dP * P) = rowsum(dO * O)`` avoids another full-size temporary.
-    """
-
-    @staticmethod
-    def forward(ctx, q, k, v, bias, scale):  # noqa: D102 (see the class docstring)
-        scores = torch.matmul(q * scale, k.transpose(-2, -1))
-        scores.view(-1, *bias.shape[1:]).add_(bias)
-        torch.ops.aten._softmax.out(scores, -1, False, out=scores)
-        out = torch.matmul(scores, v)
-        ctx.save_for_backward(q, k, v, bias, scores, out)
-        ctx.scale = scale
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):  # noqa: D102
-        q, k, v, bias, probs, out = ctx.saved_tensors
-        grad_v = torch.matmul(probs.transpose(-2, -1), grad_out)
-        grad_scores = torch.matmul(grad_out, v.transpose(-2, -1))
-        grad_scores.sub_((grad_out * out).sum(-1, keepdim=True)).mul_(probs)  # softmax backward, in place
-        grad_bias = None
-        if ctx.needs_input_grad[3]:
-            grad_bias = grad_scores.view(-1, *bias.shape[1:]).sum(0, keepdim=True)
-        grad_q = torch.matmul(grad_scores, k).mul_(ctx.scale)
-        grad_k = torch.matmul(grad_scores.transpose(-2, -1), q).mul_(ctx.scale)
-        return grad_q, grad_k, grad_v, grad_bias, None
+        scores = ((q * self.scale) @ k.transpose(-2, -1)).view(-1, *bias.shape[1:]) + bias
+        return scores.view(-1, heads, n, n).softmax(dim=-1) @ v
 
 
 class SwinBlock(nn.Module):
