@@ -1,4 +1,4 @@
-"""SMARTTrainer: one SMART pretraining step per iteration, as a MONAI ``Trainer`` (docs/method.md).
+"""SMARTTrainer: one SMART pretraining step per iteration, as a MONAI ``Trainer`` (docs/method.md section 4).
 
 One iteration::
 

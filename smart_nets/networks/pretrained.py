@@ -12,7 +12,7 @@ from torch import nn
 
 from smart_nets.io import read_checkpoint
 
-__all__ = ["encoder_state_from", "load_pretrained_encoder"]
+__all__ = ["encoder_state_from", "load_pretrained_encoder", "prepare_encoder"]
 
 logger = logging.getLogger(__name__)
 _PREFIXES = ("module.", "encoder.", "swinViT.")

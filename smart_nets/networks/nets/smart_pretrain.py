@@ -15,8 +15,8 @@ __all__ = ["SMARTPretrainNet"]
 class SMARTPretrainNet(nn.Module):
     """SMARTSwin encoder with a shared DINO projection head (global and patch tokens) and a SimMIM head.
 
-    The same class is the student and, as an EMA copy, the teacher (``docs/method.md``: the teacher includes class
-    attention, mask token and head). Only ``encoder`` is kept for downstream tasks.
+    The same class is the student and, as an EMA copy, the teacher (``docs/method.md`` section 4: the teacher
+    includes class attention, mask token and head). Only ``encoder`` is kept for downstream tasks.
 
     Args:
         encoder: the :class:`SMARTSwin` to pretrain; ``None`` builds a paper-scale one.

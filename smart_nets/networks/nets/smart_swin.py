@@ -1,6 +1,6 @@
 """SMARTSwin: the 3D Swin encoder with CaiT class attention used by SMART (Jiang and Veeraraghavan, arXiv 2310.01209).
 
-Layout (for a 128^3 input at ``feature_size`` C = 48, see docs/method.md)::
+Layout (for a 128^3 input at ``feature_size`` C = 48, see docs/method.md section 2)::
 
     image (B, 1, 128^3)
       -> patch embedding (Conv3d k = s = 2, LayerNorm)   64^3 x C    hidden_states[0]   <- mask token applied here
