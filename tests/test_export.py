@@ -22,9 +22,8 @@ from smart_nets.export import (
     tensorrt_status,
     trt_compile,
 )
-from tests.conftest import demo_network, export_demo_onnx
+from tests.helpers import REPO, demo_network, export_demo_onnx
 
-REPO = Path(__file__).resolve().parents[1]
 TRT_OPS = Path(__file__).parent / "fixtures" / "onnx_tensorrt_10_operators.json"
 BUNDLES = ("smart_seg", "smart_response")
 
