@@ -103,7 +103,7 @@ for B in "$SEG" "$RES"; do
         --ckpt_file "$MODELS/model.pt" --meta_file "$B/configs/metadata.json" \
         --config_file "['$B/configs/inference.json','$B/configs/demo.json']" --input_shape "[1, 1, 64, 64, 64]" \
         >/dev/null 2>&1 || { echo "[demo] ONNX export of $NAME failed" >&2; exit 1; }
-    python -m smart_nets.export check "$MODELS/model.onnx" --ops_file tests/fixtures/onnx_tensorrt_10_operators.json \
+    python -m smart_nets.export check "$MODELS/model.onnx" \
         | tail -n 1 | sed "s/^/[demo]   $NAME model.onnx: /"
 done
 VAL="\$[i['image'] for i in smart_nets.data.load_datalist('$DATA_DIR/dataset.json', 'validation')]"
