@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE.parent))
 
 def parity(device: torch.device) -> dict:
     from smart_nets.networks.nets import SMARTSwin
-    from tests.conftest import TINY
+    from tests.helpers import TINY
     from tests.test_smart_swin import _monai_twin
 
     torch.manual_seed(0)

@@ -1,19 +1,14 @@
-"""Shared fixtures: tiny SMARTSwin configs (DEVELOPERS.md: embed 12-24, depths 1-2 per stage)."""
+"""Shared fixtures; the plain helpers the tests share are in ``tests/helpers.py``."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from monai.bundle import ConfigParser
 
 from smart_nets.networks.nets import SMARTSwin
-
-TINY = dict(feature_size=12, depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 6), drop_path_rate=0.0)
+from tests.helpers import TINY, copy_bundle, make_phantoms  # TINY: benchmarks/gpu_check.py imports it from here
 
 
 @pytest.fixture(autouse=True)
@@ -27,177 +22,22 @@ def tiny_swin() -> SMARTSwin:
     return SMARTSwin(**TINY).eval()
 
 
-REPO = Path(__file__).resolve().parents[1]
-SCHEMA = Path(__file__).parent / "fixtures" / "meta_schema_20240725.json"
-SCHEMA_MD5 = "06954cad2cc5d3784e72077ac76f0fc8"
+@pytest.fixture(scope="session")
+def bundle_workspace(tmp_path_factory):
+    """Lays out bundles and phantoms for a test: ``bundle_workspace(*bundles, root=None, phantoms=0, **kwargs)``
+    copies each named bundle to ``root/<bundle>`` (outputs land there, not in the repository), writes ``phantoms``
+    small phantoms to ``root/data`` (``make_phantoms``: the tests' grid unless ``shape``/``spacing`` are given;
+    ``seed``, ``val_fraction`` ... in ``kwargs``) and returns ``root``, a fresh temporary folder unless given (a
+    test's ``tmp_path``). Session-scoped, so module-scoped fixtures can use it too."""
 
+    def make(*bundles: str, root: Path | None = None, phantoms: int = 0, **kwargs) -> Path:
+        if kwargs and not phantoms:
+            raise TypeError(f"phantom settings {sorted(kwargs)} given without a number of phantoms")
+        root = tmp_path_factory.mktemp(bundles[0] if bundles else "phantoms") if root is None else Path(root)
+        for bundle in bundles:
+            copy_bundle(bundle, root / bundle)
+        if phantoms:
+            make_phantoms(root / "data", phantoms, **kwargs)
+        return root
 
-def run_bundle(args: list[str], cwd: Path) -> str:
-    """``python -m monai.bundle <args>`` in ``cwd``; returns its output, or fails showing the end of it."""
-    proc = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc.stdout + proc.stderr
-
-
-def verify_bundle(bundle: Path, tmp_path: Path) -> None:
-    """The model zoo's checks: ``verify_metadata`` against the schema fixture, ``verify_net_in_out`` on
-    ``configs/inference.json``."""
-    schema = tmp_path / SCHEMA.name
-    shutil.copy(SCHEMA, schema)
-    run_bundle(
-        [
-            "verify_metadata",
-            "--meta_file",
-            "configs/metadata.json",
-            "--filepath",
-            str(schema),
-            "--hash_val",
-            SCHEMA_MD5,
-        ],
-        cwd=bundle,
-    )
-    run_bundle(
-        ["verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json"]
-        + ["--config_file", "configs/inference.json", "--device", "cpu"],
-        cwd=bundle,
-    )
-
-
-def demo_network(bundle: str) -> torch.nn.Module:
-    """The ``network_def`` of a bundle's ``configs/inference.json`` with its ``configs/demo.json`` sizes, freshly
-    initialised, in eval mode."""
-    configs = REPO / "bundles" / bundle / "configs"
-    parser = ConfigParser()
-    parser.read_config([str(configs / "inference.json"), str(configs / "demo.json")])
-    return parser.get_parsed_content("network_def").eval()
-
-
-def export_demo_onnx(bundle_dir: Path, filepath: str = "models/model.onnx", ckpt_file: str = "models/model.pt") -> str:
-    """``python -m monai.bundle onnx_export`` in ``bundle_dir`` with its ``configs/onnx_export.json`` and the demo's
-    64^3 network, as the bundle READMEs spell it."""
-    return run_bundle(
-        ["onnx_export", "--args_file", "configs/onnx_export.json", "--filepath", filepath]
-        + ["--ckpt_file", ckpt_file, "--meta_file", "configs/metadata.json"]
-        + ["--config_file", "['configs/inference.json','configs/demo.json']", "--input_shape", "[1, 1, 64, 64, 64]"],
-        cwd=bundle_dir,
-    )
-
-
-def completed_epochs(checkpoint: Path) -> int:
-    """Epochs a training checkpoint has completed (ignite keeps the iteration and the epoch length); 0 before the
-    first one is written."""
-    try:
-        trainer = torch.load(checkpoint, weights_only=True)["trainer"]
-    except (FileNotFoundError, RuntimeError, EOFError):
-        return 0
-    return int(trainer["iteration"]) // int(trainer["epoch_length"])
-
-
-def error_chain(error: BaseException | None) -> list[str]:
-    """The messages of ``error`` and its causes: MONAI's ``Compose`` wraps a transform's error in its own."""
-    messages = []
-    while error is not None:
-        messages.append(str(error))
-        error = error.__cause__
-    return messages
-
-
-def bundle_failure(bundle_root: Path, configs: list[str], **overrides) -> str:
-    """``monai.bundle run`` in-process (the function the command line calls) with ``configs`` from
-    ``bundle_root/configs``; fails the test when the run succeeds, else returns the messages of the whole error
-    chain, one per line."""
-    from monai.bundle import run as bundle_run
-
-    with pytest.raises(Exception) as info:
-        bundle_run(
-            config_file=[str(bundle_root / "configs" / c) for c in configs],
-            bundle_root=str(bundle_root),
-            logging_file=False,
-            **overrides,
-        )
-    return "\n".join(error_chain(info.value))
-
-
-def _patched_nifti(path: Path, array, affine, patches: dict[int, bytes]) -> Path:
-    """A NIfTI-1 file whose header bytes are patched after nibabel wrote it (nibabel repairs zero or negative
-    pixdims and refuses singular affines when it writes, so broken headers must be made by hand)."""
-    import gzip
-
-    import nibabel as nib
-
-    block = bytearray(nib.Nifti1Image(array, affine).to_bytes())
-    for offset, value in patches.items():
-        block[offset : offset + len(value)] = value
-    path.write_bytes(gzip.compress(bytes(block)))
-    return path
-
-
-BAD_IMAGE_CASES = [
-    "text file named .nii.gz",
-    "truncated .nii.gz",
-    "2D image",
-    "5D image",
-    "two channels",
-    "NaN voxels",
-    "zero spacing",
-    "negative spacing",
-    "DICOM folder with two series",
-]
-
-
-def bad_image_corpus(root: Path, image_file: Path) -> dict[str, tuple[Path, str]]:
-    """The bad-input corpus of issue 9, made from a good phantom image: ``{case: (path, what the error must say)}``.
-
-    Every case is generated here (nothing binary is committed): a text file named ``.nii.gz``, a truncated
-    ``.nii.gz``, 2D, 5D, two-channel and NaN images, zero and negative header spacing, and a DICOM folder holding
-    two series.
-    """
-    import struct
-
-    import nibabel as nib
-    import numpy as np
-
-    from smart_nets.data.dicom import write_dicom_series
-
-    root.mkdir(parents=True, exist_ok=True)
-    ref = nib.load(image_file)
-    image = np.asanyarray(ref.dataobj)
-
-    def nifti(name: str, array) -> Path:
-        path = root / f"{name}.nii.gz"
-        nib.save(nib.Nifti1Image(array, ref.affine), path)
-        return path
-
-    text = root / "text.nii.gz"
-    text.write_text("not an image")
-    truncated = root / "truncated.nii.gz"
-    truncated.write_bytes(Path(image_file).read_bytes()[:3000])
-    nan = image.astype(np.float32)
-    nan[10, 10, 10] = np.nan
-    spacing = {}
-    no_sform = {254: struct.pack("<h", 0)}  # sform_code 0: the geometry comes from pixdim
-    for name, patches in (
-        ("zero_spacing", {80: struct.pack("<f", 0.0), **no_sform}),  # pixdim[1]
-        ("negative_spacing", {80: struct.pack("<f", -5.0), **no_sform}),
-    ):
-        spacing[name] = _patched_nifti(root / f"{name}.nii.gz", image, ref.affine, patches)
-    mixed = root / "two_series"
-    for series in ("ct", "scout"):
-        written = write_dicom_series(image[:, :, : 6 if series == "scout" else None], ref.affine, str(root / series))
-        mixed.mkdir(exist_ok=True)
-        for path in written:
-            shutil.copy(path, mixed / f"{series}_{Path(path).name}")
-    corpus = {
-        "text file named .nii.gz": (text, "cannot read image"),
-        "truncated .nii.gz": (truncated, "cannot read image"),
-        "2D image": (nifti("slice", image[:, :, 0]), "a 3D volume is needed, got an image of shape (1,"),
-        "5D image": (nifti("series", np.stack([image, image], -1)[..., None, :]), "a time series or a multi"),
-        "two channels": (nifti("two_channels", np.stack([image, image], -1)), "2 channels"),
-        "NaN voxels": (nifti("nan", nan), "NaN"),
-        "zero spacing": (spacing["zero_spacing"], "pixdim (0.0,"),
-        "negative spacing": (spacing["negative_spacing"], "pixdim (-5.0,"),
-        "DICOM folder with two series": (mixed, "holds 2 series"),
-    }
-    assert list(corpus) == BAD_IMAGE_CASES, "BAD_IMAGE_CASES names the corpus's cases, in order"
-    return corpus
+    return make

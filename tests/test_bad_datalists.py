@@ -4,14 +4,10 @@ calls): each stops before training, naming the datalist and what is wrong."""
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import bundle_failure
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import bundle_failure, copy_bundle
 
 CASES = {
     "not JSON": ("{'training': [", "Expecting property name enclosed in double quotes"),
@@ -32,7 +28,7 @@ def test_a_broken_datalist_stops_training_naming_the_file_and_the_problem(bundle
     datalist = tmp_path / "data" / "dataset.json"
     datalist.write_text(content)
     root = tmp_path / bundle
-    shutil.copytree(REPO / "bundles" / bundle, root)
+    copy_bundle(bundle, root)
     message = bundle_failure(
         root,
         ["train.json", "demo.json"],

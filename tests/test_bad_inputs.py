@@ -4,9 +4,6 @@ inputs that deserve to work (a constant image, an image smaller than the ROI) wo
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -15,18 +12,13 @@ import pytest
 import torch
 from monai.bundle import run as bundle_run
 
-from smart_nets.data import generate_phantoms
-from tests.conftest import BAD_IMAGE_CASES, bad_image_corpus, bundle_failure, demo_network
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import BAD_IMAGE_CASES, bad_image_corpus, bundle_failure, demo_network, run_bundle_failure
 
 
 @pytest.fixture(scope="module")
-def seg(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bad_inputs")
-    generate_phantoms(str(root / "data"), num=2, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0))
+def seg(bundle_workspace):
+    root = bundle_workspace("smart_seg", phantoms=2)
     bundle = root / "smart_seg"
-    shutil.copytree(REPO / "bundles" / "smart_seg", bundle)
     configs = [str(bundle / "configs" / "inference.json"), str(bundle / "configs" / "demo.json")]
     torch.save(demo_network("smart_seg").state_dict(), bundle / "models" / "model.pt")
     reference = nib.load(root / "data" / "imagesTr" / "phantom_000.nii.gz")
@@ -80,11 +72,5 @@ def test_inputs_that_deserve_to_work_work(seg, case):
 
 def test_the_command_line_exits_non_zero_in_bounded_time_with_the_message(seg, corpus):
     path, problem = corpus["two channels"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(seg["configs"]).replace('"', "'")]
-        + ["--bundle_root", str(seg["bundle"]), "--datalist", f"['{path}']", "--output_dir", str(seg["out"])],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode != 0 and str(path) in proc.stderr and "the network takes 1" in proc.stderr
+    proc = run_bundle_failure(seg["bundle"], seg["configs"], timeout=120, datalist=f"['{path}']", output_dir=seg["out"])
+    assert str(path) in proc.stderr and "the network takes 1" in proc.stderr

@@ -6,7 +6,6 @@ segmentation inference, with the command-line check and the inputs that deserve 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -14,16 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from smart_nets.data import generate_phantoms, load_datalist
-from tests.conftest import BAD_IMAGE_CASES, REPO, bad_image_corpus, bundle_failure, demo_network
+from smart_nets.data import load_datalist
+from tests.helpers import BAD_IMAGE_CASES, bad_image_corpus, bundle_failure, demo_network
 
 EARLIER = b"written by an earlier run"
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bad_inputs_bundles")
-    generate_phantoms(str(root / "data"), num=2, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0))
+def env(bundle_workspace):
+    root = bundle_workspace("smart_pretrain", "smart_seg", "smart_response", phantoms=2)
     dataset = root / "data" / "dataset.json"
     keys = ["image", "label", "organs"]
     items = load_datalist(str(dataset), "training", None, keys) + load_datalist(str(dataset), "validation", None, keys)
@@ -35,8 +33,6 @@ def env(tmp_path_factory):
     beyond[0, 0, :2] = 3
     nib.save(nib.Nifti1Image(beyond, label.affine), labels / "beyond.nii.gz")
     nib.save(nib.Nifti1Image(mask[:, :, :20], label.affine), labels / "short.nii.gz")
-    for bundle in ("smart_pretrain", "smart_seg", "smart_response"):
-        shutil.copytree(REPO / "bundles" / bundle, root / bundle)
     return {
         "root": root,
         "items": items,

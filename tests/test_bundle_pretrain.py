@@ -3,42 +3,22 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from smart_nets.data import generate_phantoms
 from smart_nets.networks.nets import SMARTSwin
-from tests.conftest import verify_bundle
+from tests.helpers import REPO, configs, run_bundle, run_command, verify_bundle
 
-REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "smart_pretrain"
 
 
-def _run(args: list[str], cwd: Path, timeout: int = 600) -> str:
-    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-    return proc.stdout + proc.stderr
-
-
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
+def bundle(bundle_workspace) -> Path:
     """A copy of the bundle (outputs land there, not in the repository) and 5 small phantoms."""
-    root = tmp_path_factory.mktemp("bundle")
-    shutil.copytree(BUNDLE, root / "smart_pretrain")
-    generate_phantoms(str(root / "data"), num=5, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0), val_fraction=0.2)
-    return root
-
-
-def _configs(bundle: Path, *names: str) -> str:
-    return "[" + ",".join(f"'{bundle / 'smart_pretrain' / 'configs' / n}'" for n in names) + "]"
+    return bundle_workspace("smart_pretrain", phantoms=5, val_fraction=0.2)
 
 
 def test_metadata_and_network_io_verify(tmp_path):
@@ -46,9 +26,8 @@ def test_metadata_and_network_io_verify(tmp_path):
 
 
 def test_demo_run_writes_checkpoint_and_encoder_then_resumes(bundle):
-    common = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _configs(bundle, "train.json", "demo.json")]
-    common += ["--bundle_root", str(bundle / "smart_pretrain"), "--dataset_dir", str(bundle / "data")]
-    _run(common + ["--max_epochs", "2"], cwd=bundle)
+    common = dict(bundle=bundle / "smart_pretrain", configs=["train.json", "demo.json"], dataset_dir=bundle / "data")
+    run_bundle(**common, max_epochs=2, timeout=600)
     models = bundle / "smart_pretrain" / "models"
     checkpoint = torch.load(models / "checkpoint.pt", weights_only=True)
     assert set(checkpoint) == {"trainer", "network", "teacher", "loss", "optimizer"}
@@ -59,7 +38,7 @@ def test_demo_run_writes_checkpoint_and_encoder_then_resumes(bundle):
     teacher_encoder = {k[len("encoder.") :]: v for k, v in checkpoint["teacher"].items() if k.startswith("encoder.")}
     assert all(torch.equal(state[k], teacher_encoder[k]) for k in state)
 
-    log = _run(common + ["--max_epochs", "3", "--resume", "true"], cwd=bundle)
+    log = run_bundle(**common, max_epochs=3, resume="true", timeout=600)
     assert "Restored all variables from" in log
     assert torch.load(models / "checkpoint.pt", weights_only=True)["trainer"]["iteration"] == 6
 
@@ -73,16 +52,14 @@ def test_torchrun_two_processes_gloo_keep_identical_students_and_one_collapse_lo
         f'"finalize": ["{save}", "$dist.destroy_process_group()"]'
         "}"
     )
-    configs = _configs(bundle, "train.json", "multi_gpu_train.json", "demo.json")[:-1] + f",'{override}']"
     env_root = bundle / "smart_pretrain"
+    config_files = configs(env_root, "train.json", "multi_gpu_train.json", "demo.json", override)
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
-    args += ["-m", "monai.bundle", "run", "--config_file", configs, "--bundle_root", str(env_root)]
+    args += ["-m", "monai.bundle", "run", "--config_file", config_files, "--bundle_root", str(env_root)]
     args += ["--dataset_dir", str(bundle / "data")]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(args, cwd=bundle, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # the collapse monitor all-reduces its window on both ranks (a rank without it would hang) and logs on rank 0 only
-    log = proc.stdout + proc.stderr
+    log = run_command(args, cwd=bundle, timeout=600, env=env)
     assert log.count("collapse monitor, iteration 1:") == 1 and log.count("collapse monitor, iteration 2:") == 1, log
     rank0 = torch.load(env_root / "rank0.pt", weights_only=True)
     rank1 = torch.load(env_root / "rank1.pt", weights_only=True)
@@ -97,10 +74,15 @@ def test_torchrun_two_processes_gloo_keep_identical_students_and_one_collapse_lo
 def test_mlflow_tracking_logs_the_loss_to_a_local_store(bundle):
     mlflow = pytest.importorskip("mlflow", reason="install the [tracking] extra (mlflow-skinny, sqlalchemy, alembic)")
     root = bundle / "smart_pretrain"
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", _configs(bundle, "train.json", "demo.json")]
-    args += ["--bundle_root", str(root), "--dataset_dir", str(bundle / "data"), "--max_epochs", "1"]
-    args += ["--tracking", "mlflow", "--output_dir", str(root / "tracked")]
-    _run(args, cwd=bundle)
+    run_bundle(
+        root,
+        ["train.json", "demo.json"],
+        dataset_dir=bundle / "data",
+        max_epochs=1,
+        tracking="mlflow",
+        output_dir=root / "tracked",
+        timeout=600,
+    )
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{root / 'tracked' / 'mlruns.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("monai_experiment").experiment_id])
     history = client.get_metric_history(run.info.run_id, "train_loss")

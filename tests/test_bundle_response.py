@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from smart_nets.data import generate_phantoms
 from smart_nets.transforms import EndpointLabeld, class_weights
-from tests.conftest import export_demo_onnx, run_bundle, verify_bundle
+from tests.helpers import REPO, export_demo_onnx, run_bundle, run_bundle_failure, verify_bundle
 
-REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "smart_response"
 
 
@@ -34,31 +29,18 @@ def test_metadata_and_network_io_verify(tmp_path):
     verify_bundle(BUNDLE, tmp_path)
 
 
-def test_train_evaluate_and_infer_with_the_demo_override(tmp_path):
-    root = tmp_path
-    shutil.copytree(BUNDLE, root / "smart_response")
+def test_train_evaluate_and_infer_with_the_demo_override(tmp_path, bundle_workspace):
+    root = bundle_workspace("smart_response", root=tmp_path, phantoms=12, val_fraction=0.5, seed=3)
     data = root / "data"
-    generate_phantoms(str(data), num=12, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0), val_fraction=0.5, seed=3)
     meta = json.loads((data / "dataset.json").read_text())
     labels = [item["recurrence"] for item in meta["validation"]]
     assert 0 < sum(labels) < len(labels), "choose a seed whose validation set has both classes"
-    b = root / "smart_response" / "configs"
-    common = ["--bundle_root", str(root / "smart_response"), "--dataset_dir", str(data), "--pretrained_path", ""]
-    common += ["--label_key", "recurrence", "--input_region", "tumour"]
-    run_bundle(["run", "--config_file", f"['{b}/train.json','{b}/demo.json']", *common, "--max_epochs", "2"], cwd=root)
+    bundle = root / "smart_response"
+    common = dict(dataset_dir=data, pretrained_path="", label_key="recurrence", input_region="tumour")
+    run_bundle(bundle, ["train.json", "demo.json"], **common, max_epochs=2)
     assert (root / "smart_response" / "models" / "model.pt").is_file()
 
-    run_bundle(
-        [
-            "run",
-            "--config_file",
-            f"['{b}/train.json','{b}/demo.json','{b}/evaluate.json']",
-            *common,
-            "--output_dir",
-            str(root / "evaluation"),
-        ],
-        cwd=root,
-    )
+    run_bundle(bundle, ["train.json", "demo.json", "evaluate.json"], **common, output_dir=root / "evaluation")
     report = json.loads((root / "evaluation" / "metrics.json").read_text())
     assert report["endpoint"] == "recurrence" and report["n"] == 6 and report["n_positive"] == sum(labels)
     assert 0.0 <= report["ci_low"] <= report["auc"] <= report["ci_high"] <= 1.0
@@ -70,18 +52,7 @@ def test_train_evaluate_and_infer_with_the_demo_override(tmp_path):
     ]
     override = root / "infer.json"
     override.write_text(json.dumps({"datalist": images}))
-    run_bundle(
-        [
-            "run",
-            "--config_file",
-            f"['{b}/inference.json','{b}/demo.json','{override}']",
-            "--bundle_root",
-            str(root / "smart_response"),
-            "--output_dir",
-            str(root / "pred"),
-        ],
-        cwd=root,
-    )
+    run_bundle(bundle, ["inference.json", "demo.json", override], output_dir=root / "pred")
     rows = list(csv.DictReader(open(root / "pred" / "predictions.csv")))
     assert len(rows) == len(images)
     for row in rows:
@@ -92,34 +63,20 @@ def test_train_evaluate_and_infer_with_the_demo_override(tmp_path):
     # the same predictions from the exported graph on onnxruntime, and from the TensorRT config's CPU fallback
     export_demo_onnx(root / "smart_response")
     for name in ("onnx", "trt"):
-        run_bundle(
-            [
-                "run",
-                "--config_file",
-                f"['{b}/inference.json','{b}/demo.json','{override}','{b}/inference_{name}.json']",
-                "--bundle_root",
-                str(root / "smart_response"),
-                "--output_dir",
-                str(root / f"pred_{name}"),
-            ],
-            cwd=root,
-        )
+        configs = ["inference.json", "demo.json", override, f"inference_{name}.json"]
+        run_bundle(bundle, configs, output_dir=root / f"pred_{name}")
         exported = list(csv.DictReader(open(root / f"pred_{name}" / "predictions.csv")))
         assert [r["case"] for r in exported] == [r["case"] for r in rows]
         for ours, theirs in zip(exported, rows):
             assert float(ours["prob_1"]) == pytest.approx(float(theirs["prob_1"]), abs=1e-4), name
 
 
-def test_a_datalist_entry_without_the_endpoint_names_the_case(tmp_path):
-    root = tmp_path
-    shutil.copytree(BUNDLE, root / "smart_response")
+def test_a_datalist_entry_without_the_endpoint_names_the_case(tmp_path, bundle_workspace):
+    root = bundle_workspace("smart_response", root=tmp_path, phantoms=4)
     data = root / "data"
-    generate_phantoms(str(data), num=4, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0))
     meta = json.loads((data / "dataset.json").read_text())
     del meta["training"][1]["response"]
     (data / "dataset.json").write_text(json.dumps(meta))
-    b = root / "smart_response" / "configs"
-    args = [sys.executable, "-m", "monai.bundle", "run", "--config_file", f"['{b}/train.json','{b}/demo.json']"]
-    args += ["--bundle_root", str(root / "smart_response"), "--dataset_dir", str(data), "--pretrained_path", ""]
-    proc = subprocess.run(args, cwd=root, capture_output=True, text=True)
-    assert proc.returncode != 0 and "case phantom_001 has no 'response' label" in proc.stdout + proc.stderr
+    bundle = root / "smart_response"
+    proc = run_bundle_failure(bundle, ["train.json", "demo.json"], dataset_dir=data, pretrained_path="")
+    assert "case phantom_001 has no 'response' label" in proc.stdout + proc.stderr

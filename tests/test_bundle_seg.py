@@ -4,33 +4,25 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from smart_nets.data import generate_phantoms, make_phantom
+from smart_nets.data import make_phantom
 from smart_nets.data.dicom import write_dicom_series
-from tests.conftest import export_demo_onnx, run_bundle, verify_bundle
+from tests.helpers import REPO, export_demo_onnx, run_bundle, run_bundle_failure, verify_bundle
 
-REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "smart_seg"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def trained(bundle_workspace) -> Path:
     """Train the demo configuration briefly on 6 small phantoms (one run shared by the tests below, ~3 minutes)."""
-    root = tmp_path_factory.mktemp("seg")
-    shutil.copytree(BUNDLE, root / "smart_seg")
-    generate_phantoms(  # large solid tumours (lung all round), so a short CPU run learns them
-        str(root / "data"),
-        num=6,
-        shape=(64, 64, 32),
-        spacing=(5.0, 5.0, 10.0),
+    root = bundle_workspace(  # large solid tumours (lung all round), so a short CPU run learns them
+        "smart_seg",
+        phantoms=6,
         val_fraction=0.34,
         tumour_radius=(16, 24),
         tumour_types=("solid",),
@@ -39,8 +31,7 @@ def trained(tmp_path_factory) -> Path:
     # 120 iterations: under the HU window [-1000, 400] Dice was 0.03-0.25 at 60 iterations, 0.20-0.25 at 90
     overrides |= {"learning_rate": 0.001, "num_samples": 1}
     (root / "test.json").write_text(json.dumps(overrides))
-    configs = f"['{root}/smart_seg/configs/train.json','{root}/smart_seg/configs/demo.json','{root}/test.json']"
-    log = run_bundle(["run", "--config_file", configs, "--bundle_root", str(root / "smart_seg")], cwd=root)
+    log = run_bundle(root / "smart_seg", ["train.json", "demo.json", root / "test.json"])
     (root / "train.log").write_text(log)
     return root
 
@@ -59,21 +50,8 @@ def test_training_improves_validation_dice_and_saves_the_best_model(trained):
 
 def test_evaluate_reports_dice(trained):
     root = trained / "smart_seg"
-    configs = f"['{root}/configs/train.json','{root}/configs/demo.json','{root}/configs/evaluate.json']"
-    run_bundle(
-        [
-            "run",
-            "--config_file",
-            configs,
-            "--bundle_root",
-            str(root),
-            "--dataset_dir",
-            str(trained / "data"),
-            "--output_dir",
-            str(trained / "evaluation"),
-        ],
-        cwd=trained,
-    )
+    configs = ["train.json", "demo.json", "evaluate.json"]
+    run_bundle(root, configs, dataset_dir=trained / "data", output_dir=trained / "evaluation")
     metrics = dict(line.split(",") for line in (trained / "evaluation" / "metrics.csv").read_text().split())
     assert 0.0 <= float(metrics["val_mean_dice"]) <= 1.0 and "val_hausdorff95" in metrics
     per_case = (trained / "evaluation" / "val_mean_dice_raw.csv").read_text().splitlines()
@@ -95,11 +73,7 @@ def test_inference_writes_masks_in_the_input_space_from_nifti_and_dicom(trained)
     demo["datalist"] = [str(inputs / "case.nii.gz"), str(inputs / "series")]
     demo["save_attention"] = True
     (trained / "infer.json").write_text(json.dumps(demo))
-    configs = f"['{root}/configs/inference.json','{trained}/infer.json']"
-    run_bundle(
-        ["run", "--config_file", configs, "--bundle_root", str(root), "--output_dir", str(trained / "pred")],
-        cwd=trained,
-    )
+    run_bundle(root, ["inference.json", trained / "infer.json"], output_dir=trained / "pred")
     masks = sorted((trained / "pred").glob("*_seg.nii.gz"))
     assert len(masks) == 2, masks
     reference = nib.load(inputs / "case.nii.gz")
@@ -120,15 +94,13 @@ def test_onnx_and_tensorrt_configs_reproduce_the_pytorch_masks(trained):
     root = trained / "smart_seg"
     phantom = make_phantom(7, shape=(96, 96, 48), spacing=(5.0, 5.0, 10.0))
     nib.save(nib.Nifti1Image(phantom.image, phantom.affine), trained / "large.nii.gz")
-    configs = f"['{root}/configs/inference.json','{root}/configs/demo.json'"
-    common = ["--bundle_root", str(root), "--datalist", f"['{trained}/large.nii.gz']"]
+    configs = ["inference.json", "demo.json"]
+    common = {"datalist": f"['{trained}/large.nii.gz']"}
     export_demo_onnx(root)
-    masks, logs, trt = {}, {}, root / "configs" / "inference_trt.json"
-    for name, extra in (("torch", ""), ("onnx", f",'{root}/configs/inference_onnx.json'"), ("trt", f",'{trt}'")):
+    masks, logs, trt = {}, {}, "inference_trt.json"
+    for name, extra in (("torch", []), ("onnx", ["inference_onnx.json"]), ("trt", [trt])):
         out = trained / f"pred_{name}"
-        logs[name] = run_bundle(
-            ["run", "--config_file", configs + extra + "]", *common, "--output_dir", str(out)], trained
-        )
+        logs[name] = run_bundle(root, configs + extra, **common, output_dir=out)
         masks[name] = np.asanyarray(nib.load(out / "large_seg.nii.gz").dataobj)
     assert masks["torch"].shape == phantom.image.shape and 0 < masks["torch"].mean() < 0.5
     assert (masks["onnx"] == masks["torch"]).mean() >= 0.999
@@ -136,12 +108,6 @@ def test_onnx_and_tensorrt_configs_reproduce_the_pytorch_masks(trained):
     np.testing.assert_array_equal(masks["trt"], masks["torch"])
     assert "TensorRT is unavailable" in logs["trt"] and "running the PyTorch network instead" in logs["trt"]
 
-    stop = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs + f",'{trt}']"]
-        + [*common, "--output_dir", str(trained / "pred_stop"), "--trt_required", "True"],
-        cwd=trained,
-        capture_output=True,
-        text=True,
-    )
-    assert stop.returncode != 0 and "TensorRT is unavailable" in stop.stderr and "trt_required" in stop.stderr
+    stop = run_bundle_failure(root, configs + [trt], **common, output_dir=trained / "pred_stop", trt_required="True")
+    assert "TensorRT is unavailable" in stop.stderr and "trt_required" in stop.stderr
     assert not (trained / "pred_stop" / "large_seg.nii.gz").exists()

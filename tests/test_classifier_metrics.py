@@ -9,7 +9,7 @@ import torch
 from smart_nets.metrics import bootstrap_auc, roc_auc, threshold_metrics
 from smart_nets.metrics.auc import _auc_rank
 from smart_nets.networks.nets import SMARTClassifier, SMARTSwin
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 ARCH = {k: TINY[k] for k in ("feature_size", "depths", "num_heads")}
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -22,10 +21,8 @@ from smart_nets.cluster import (
     silhouette_score,
     standardize,
 )
-from smart_nets.data import generate_phantoms
-from tests.conftest import demo_network, error_chain, run_bundle
+from tests.helpers import REPO, demo_network, error_chain, make_phantoms, run_bundle
 
-REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "smart_pretrain"
 
 
@@ -83,14 +80,16 @@ def test_mask_pooling_ignores_everything_outside_the_organ_and_skips_absent_orga
 
 def test_cluster_workflow_on_four_phantoms_writes_metrics_embeddings_and_scatter(tmp_path):
     data = tmp_path / "data"
-    generate_phantoms(str(data), num=8, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0), val_fraction=0.5)
+    make_phantoms(data, 8, val_fraction=0.5)
     torch.save(demo_network("smart_pretrain").encoder.state_dict(), tmp_path / "encoder.pt")
-    configs = [BUNDLE / "configs" / f for f in ("train.json", "demo.json", "cluster.json")]
     log = run_bundle(
-        ["run", "--config_file", "[" + ",".join(f"'{c}'" for c in configs) + "]", "--bundle_root", str(BUNDLE)]
-        + ["--dataset_dir", str(data), "--cluster_weights", str(tmp_path / "encoder.pt")]
-        + ["--output_dir", str(tmp_path / "out"), "--cluster_stage", "2"],
+        BUNDLE,
+        ["train.json", "demo.json", "cluster.json"],
         cwd=tmp_path,
+        dataset_dir=data,
+        cluster_weights=tmp_path / "encoder.pt",
+        output_dir=tmp_path / "out",
+        cluster_stage=2,
     )
     out = tmp_path / "out" / "clusters"
     report = json.loads((out / "cluster_metrics.json").read_text())
@@ -109,7 +108,7 @@ def test_cluster_workflow_on_four_phantoms_writes_metrics_embeddings_and_scatter
 
 def test_an_organ_map_of_another_shape_names_both_files(tmp_path):
     data = tmp_path / "data"
-    generate_phantoms(str(data), num=2, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0))
+    make_phantoms(data, 2)
     item = json.loads((data / "dataset.json").read_text())["training"][0]
     image, organs = data / item["image"], data / item["organs"]
     cropped = nib.load(organs)

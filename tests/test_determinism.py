@@ -3,34 +3,27 @@
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
-from smart_nets.data import generate_phantoms
-from tests.conftest import run_bundle
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import configs, copy_bundle, monai_bundle
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("determinism")
-    generate_phantoms(  # seed 4: both response classes in each list, which smart_response's class weights need
-        str(root), num=4, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0), val_fraction=0.5, seed=4
-    )
-    return root
+def data(bundle_workspace) -> Path:
+    # seed 4: both response classes in each list, which smart_response's class weights need
+    return bundle_workspace(phantoms=4, val_fraction=0.5, seed=4) / "data"
 
 
 def _losses(bundle: str, data: Path, tmp: Path, seed: int, tag: str) -> list[str]:
     root = tmp / f"{bundle}_{tag}"
-    shutil.copytree(REPO / "bundles" / bundle, root)
-    configs = f"['{root}/configs/train.json','{root}/configs/demo.json']"
-    args = ["run", "--config_file", configs, "--bundle_root", str(root), "--dataset_dir", str(data)]
+    copy_bundle(bundle, root)
+    args = ["run", "--config_file", configs(root, "train.json", "demo.json")]
+    args += ["--bundle_root", str(root), "--dataset_dir", str(data)]
     args += ["--max_epochs", "3", "--val_interval", "3", "--seed", str(seed), "--output_dir", str(root / "eval")]
     args += ["--log_every", "1"] if bundle == "smart_pretrain" else ["--pretrained_path", ""]
-    log = run_bundle(args, cwd=tmp)
+    log = monai_bundle(args, cwd=tmp)
     lines = [re.sub(r"^.*?Epoch", "Epoch", line) for line in log.splitlines() if re.search(r"Iter: .*loss", line)]
     return [re.sub(r" lr: .*", "", line) for line in lines]
 

@@ -6,18 +6,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from smart_nets.data import generate_phantoms
-from tests.conftest import completed_epochs
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import completed_epochs, configs, run_command
 
 
 def _free_port() -> int:
@@ -26,21 +21,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_killed_worker_ends_the_job_naming_its_rank_and_a_restart_resumes(tmp_path):
-    generate_phantoms(str(tmp_path / "data"), num=8, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0), val_fraction=0.25)
-    bundle = tmp_path / "smart_pretrain"
-    shutil.copytree(REPO / "bundles" / "smart_pretrain", bundle)
+def test_a_killed_worker_ends_the_job_naming_its_rank_and_a_restart_resumes(tmp_path, bundle_workspace):
+    bundle = bundle_workspace("smart_pretrain", root=tmp_path, phantoms=8, val_fraction=0.25) / "smart_pretrain"
     initialize = json.loads((bundle / "configs" / "multi_gpu_train.json").read_text())["initialize"]
     initialize.append("$open(@bundle_root + f'/pid{dist.get_rank()}', 'w').write(str(os.getpid()))")
     override = tmp_path / "ddp.json"
     override.write_text(json.dumps({"backend": "gloo", "batch_size": 1, "save_interval": 1, "initialize": initialize}))
-    configs = [bundle / "configs" / f for f in ("train.json", "multi_gpu_train.json", "demo.json")] + [override]
+    config_files = configs(bundle, "train.json", "multi_gpu_train.json", "demo.json", override)
     models = tmp_path / "models"
 
     def torchrun(*extra: str) -> list[str]:
         args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
         args += ["--master_port", str(_free_port()), "--monitor-interval", "1"]
-        args += ["-m", "monai.bundle", "run", "--config_file", "[" + ",".join(f"'{c}'" for c in configs) + "]"]
+        args += ["-m", "monai.bundle", "run", "--config_file", config_files]
         return args + [
             "--bundle_root",
             str(bundle),
@@ -79,14 +72,6 @@ def test_a_killed_worker_ends_the_job_naming_its_rank_and_a_restart_resumes(tmp_
     assert re.search(r"rank\s*:\s*1 ", out) and "exitcode" in out and "-9" in out, out[-3000:]
 
     saved = completed_epochs(models / "checkpoint.pt")
-    restart = subprocess.run(
-        torchrun("--max_epochs", str(saved + 1), "--resume", "true"),
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert restart.returncode == 0, restart.stdout[-2000:] + restart.stderr[-3000:]
-    assert "Restored all variables from" in restart.stdout + restart.stderr
+    restart = run_command(torchrun("--max_epochs", str(saved + 1), "--resume", "true"), tmp_path, timeout=600, env=env)
+    assert "Restored all variables from" in restart
     assert completed_epochs(models / "checkpoint.pt") == saved + 1

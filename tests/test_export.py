@@ -22,10 +22,10 @@ from smart_nets.export import (
     tensorrt_status,
     trt_compile,
 )
-from tests.conftest import demo_network, export_demo_onnx
+from smart_nets.export.__main__ import TENSORRT_OPS_FILE
+from tests.helpers import REPO, demo_network, export_demo_onnx
 
-REPO = Path(__file__).resolve().parents[1]
-TRT_OPS = Path(__file__).parent / "fixtures" / "onnx_tensorrt_10_operators.json"
+TRT_OPS = Path(TENSORRT_OPS_FILE)  # shipped in the package: the default of `check --ops_file`
 BUNDLES = ("smart_seg", "smart_response")
 
 
@@ -92,6 +92,9 @@ def test_graph_check_names_each_problem_tensorrt_would_hit(tmp_path):
     bad = subprocess.run(cli[:4] + [str(tmp_path / "old.onnx")] + cli[4:], capture_output=True, text=True, cwd=REPO)
     assert good.returncode == 0 and "ready for TensorRT" in good.stdout, good.stdout + good.stderr
     assert bad.returncode == 1 and "PROBLEM: opset 13" in bad.stdout, bad.stdout + bad.stderr
+    unique = str(_graph(tmp_path / "unique.onnx", op="Unique"))  # without --ops_file: the packaged list
+    default = subprocess.run(cli[:4] + [unique], capture_output=True, text=True, cwd=tmp_path)
+    assert default.returncode == 1 and "operator Unique (1 nodes) is not in the supported list" in default.stdout
 
 
 def test_onnx_runtime_module_names_the_file_and_the_expected_shape(tmp_path):

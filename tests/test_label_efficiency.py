@@ -8,7 +8,7 @@ import math
 
 from monai.bundle import ConfigParser
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def _study():

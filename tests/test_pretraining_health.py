@@ -6,7 +6,7 @@ import importlib.util
 import math
 import sys
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def _benchmark():

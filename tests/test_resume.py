@@ -4,7 +4,6 @@ most one checkpoint interval) and its schedules continue, for pretraining and se
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,25 +13,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from smart_nets.data import generate_phantoms
-from tests.conftest import completed_epochs, run_bundle
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import completed_epochs, configs, copy_bundle, monai_bundle
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("resume")
-    generate_phantoms(str(root), num=8, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0), val_fraction=0.25, seed=0)
-    return root
+def data(bundle_workspace) -> Path:
+    return bundle_workspace(phantoms=8, val_fraction=0.25, seed=0) / "data"
 
 
 @pytest.mark.parametrize("bundle", ["smart_pretrain", "smart_seg"])
 def test_kill_9_mid_epoch_then_resume_continues_from_the_last_checkpoint(bundle, data, tmp_path):
     root = tmp_path / bundle
-    shutil.copytree(REPO / "bundles" / bundle, root)
+    copy_bundle(bundle, root)
     models = tmp_path / "models"
-    args = ["run", "--config_file", f"['{root}/configs/train.json','{root}/configs/demo.json']"]
+    args = ["run", "--config_file", configs(root, "train.json", "demo.json")]
     args += ["--bundle_root", str(root), "--dataset_dir", str(data), "--output_dir", str(tmp_path / "eval")]
     args += ["--ckpt_dir", str(models), "--max_epochs", "6", "--save_interval", "1", "--seed", "0"]
     args += ["--log_every", "1"] if bundle == "smart_pretrain" else ["--pretrained_path", "", "--val_interval", "100"]
@@ -54,7 +48,7 @@ def test_kill_9_mid_epoch_then_resume_continues_from_the_last_checkpoint(bundle,
     saved = completed_epochs(models / "checkpoint.pt")
     assert 2 <= saved < 6, saved
 
-    log = run_bundle(args + ["--resume", "true"], cwd=tmp_path)
+    log = monai_bundle(args + ["--resume", "true"], cwd=tmp_path)
     assert f"Restored all variables from {models / 'checkpoint.pt'}" in log, log[-3000:]
     epochs = [int(e) for e in re.findall(r"Epoch: (\d+)/6, Iter", log)]
     assert epochs and epochs[0] == saved + 1 and epochs[-1] == 6, epochs  # nothing redone, nothing skipped

@@ -6,20 +6,14 @@ from __future__ import annotations
 import ast
 import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from smart_nets.data import generate_phantoms
 from smart_nets.networks.nets import SMARTSwin
 from smart_nets.networks.pretrained import load_pretrained_encoder
-from tests.conftest import TINY
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, TINY, run_bundle_failure
 
 
 def unsafe_loads(source: str, name: str = "<string>") -> list[str]:
@@ -83,22 +77,18 @@ def test_a_checkpoint_carrying_code_is_refused_and_the_code_does_not_run(tmp_pat
     assert not marker.exists()
 
 
-def test_a_bundle_refuses_a_hostile_checkpoint_without_running_it(tmp_path):
-    bundle = tmp_path / "smart_pretrain"
-    shutil.copytree(REPO / "bundles" / "smart_pretrain", bundle)
+def test_a_bundle_refuses_a_hostile_checkpoint_without_running_it(tmp_path, bundle_workspace):
+    bundle = bundle_workspace("smart_pretrain", root=tmp_path, phantoms=2) / "smart_pretrain"
     marker = tmp_path / "code_ran"
     _hostile_checkpoint(tmp_path / "hostile.pt", marker)
-    generate_phantoms(str(tmp_path / "data"), num=2, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0))
-    configs = [bundle / "configs" / f for f in ("train.json", "demo.json", "cluster.json")]
-    proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "[" + ",".join(f"'{c}'" for c in configs) + "]"]
-        + ["--bundle_root", str(bundle), "--dataset_dir", str(tmp_path / "data")]
-        + ["--cluster_weights", str(tmp_path / "hostile.pt"), "--output_dir", str(tmp_path / "out")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
+    proc = run_bundle_failure(
+        bundle,
+        ["train.json", "demo.json", "cluster.json"],
+        dataset_dir=tmp_path / "data",
+        cluster_weights=tmp_path / "hostile.pt",
+        output_dir=tmp_path / "out",
     )
-    assert proc.returncode != 0 and "hostile.pt" in proc.stderr and "weights_only" in proc.stderr, proc.stderr[-3000:]
+    assert "hostile.pt" in proc.stderr and "weights_only" in proc.stderr, proc.stderr[-3000:]
     assert not marker.exists()
 
 

@@ -7,7 +7,7 @@ import torch
 from monai.networks.nets.swin_unetr import SwinTransformer
 
 from smart_nets.networks.nets import SMARTSwin
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 
 @pytest.mark.parametrize("size,batch", [(64, 1), (64, 2), (96, 1)])

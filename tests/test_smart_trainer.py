@@ -15,7 +15,7 @@ from smart_nets.engines import SMARTSchedule, SMARTTrainer, ema_update_, make_te
 from smart_nets.losses import SMARTLoss
 from smart_nets.networks.nets import SMARTPretrainNet, SMARTSwin
 from smart_nets.transforms import CheckFinited, RandTokenMaskd, RandTwoViewsd
-from tests.conftest import error_chain
+from tests.helpers import error_chain
 
 K = 128
 

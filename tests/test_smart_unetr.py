@@ -15,7 +15,7 @@ from monai.transforms import Compose, EnsureChannelFirstd
 from smart_nets.networks.nets import SMARTUNETR, SMARTClassifier, SMARTPretrainNet, SMARTSwin
 from smart_nets.networks.pretrained import load_pretrained_encoder
 from smart_nets.transforms import CheckSegmentationd, LoadImageCheckedd
-from tests.conftest import TINY, error_chain
+from tests.helpers import TINY, error_chain
 
 ARCH = {k: TINY[k] for k in ("feature_size", "depths", "num_heads")}
 

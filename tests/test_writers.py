@@ -63,24 +63,21 @@ def _final_masks(folder) -> list:
     return sorted(p for p in folder.glob("*_seg.nii.gz") if not p.name.startswith("."))
 
 
-def test_kill_9_during_segmentation_inference_leaves_only_complete_masks(tmp_path):
+def test_kill_9_during_segmentation_inference_leaves_only_complete_masks(tmp_path, bundle_workspace):
     """The real entry point (``python -m monai.bundle run``) over 16 volumes, killed once the first masks exist:
     every file under a final ``*_seg.nii.gz`` name is a complete mask of its input's shape."""
     import shutil
 
     import nibabel as nib
 
-    from smart_nets.data import generate_phantoms
-    from tests.conftest import REPO, demo_network
+    from tests.helpers import demo_network
 
-    generate_phantoms(str(tmp_path / "data"), num=2, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0))
+    bundle = bundle_workspace("smart_seg", root=tmp_path, phantoms=2) / "smart_seg"
     source = tmp_path / "data" / "imagesTr" / "phantom_000.nii.gz"
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     for i in range(16):
         shutil.copy(source, inputs / f"case_{i:02d}.nii.gz")
-    bundle = tmp_path / "smart_seg"
-    shutil.copytree(REPO / "bundles" / "smart_seg", bundle)
     torch.save(demo_network("smart_seg").state_dict(), bundle / "models" / "model.pt")
     out = tmp_path / "masks"
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file"]

@@ -7,7 +7,6 @@ import functools
 import http.server
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -17,12 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from smart_nets.data import generate_phantoms
 from smart_nets.io import sha256_file as sha256sum
 from smart_nets.zoo import ZooCheckError, check_bundle, package_bundle, safe_extract
-from tests.conftest import SCHEMA, demo_network
+from tests.helpers import REPO, SCHEMA, copy_bundle, demo_network, make_phantoms
 
-REPO = Path(__file__).resolve().parents[1]
 BUNDLES = ("smart_pretrain", "smart_seg", "smart_response")
 
 
@@ -48,7 +45,7 @@ def zoo(tmp_path_factory):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     data = root / "data"
-    generate_phantoms(str(data), num=2, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0))
+    make_phantoms(data, 2)
     yield {"root": root, "dist": dist, "url": url, "data": data}
     server.shutdown()
 
@@ -189,8 +186,7 @@ def test_the_hash_checking_download_refuses_tampered_and_corrupted_zips(zoo, tmp
 
 
 def test_check_names_every_broken_zoo_rule(tmp_path):
-    bundle = tmp_path / "smart_seg"
-    shutil.copytree(REPO / "bundles" / "smart_seg", bundle)
+    bundle = copy_bundle("smart_seg", tmp_path / "smart_seg")
     check_bundle(bundle, schema=str(SCHEMA))
     (bundle / "LICENSE").unlink()
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())

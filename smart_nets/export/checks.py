@@ -36,8 +36,9 @@ class OnnxGraphReport:
 
 
 def load_operator_list(path: str | os.PathLike) -> set[str]:
-    """The ``supported`` operator names of an operator-list JSON such as ``tests/fixtures/
-    onnx_tensorrt_10_operators.json`` (transcribed from onnx-tensorrt's ``docs/operators.md``, source inside)."""
+    """The ``supported`` operator names of an operator-list JSON such as the packaged
+    ``smart_nets/export/onnx_tensorrt_10_operators.json`` (transcribed from onnx-tensorrt's ``docs/operators.md``,
+    source inside)."""
     with open(path) as f:
         data = json.load(f)
     if not isinstance(data, dict) or not isinstance(data.get("supported"), list):

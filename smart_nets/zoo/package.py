@@ -67,7 +67,7 @@ def _carry_code(dst: Path, version: str) -> None:
     scripts = dst / "scripts"
     scripts.mkdir(exist_ok=True)
     (scripts / "__init__.py").write_text(SCRIPTS_INIT.format(version=version))
-    for path in sorted(_PACKAGE.rglob("*.py")):
+    for path in sorted(p for p in _PACKAGE.rglob("*") if p.suffix in (".py", ".json")):  # code and package data
         rel = path.relative_to(_PACKAGE)
         if "__pycache__" in rel.parts:
             continue
