@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 REMEDIES = (
     "usual remedies: a lower learning rate (DINO scales 5e-4 by total batch / 256), a lower teacher momentum for a "
-    "short run (schedule#momentum; the trainer logs how much of its random start the teacher keeps), a lower "
+    "short run (teacher_momentum; the trainer logs how much of its random start the teacher keeps), a lower "
     "teacher temperature (0.04), more iterations, and more varied training images"
 )
 
