@@ -59,24 +59,29 @@ Budget (measured 2026-11-29 on this project's 2-core AMD EPYC, torch 2.13 CPU, f
 - finetuning (``smart_seg``, n = 4 or 16, 8 held-out cases validated once): 2 threads, idle: 62 s at 96 iterations,
   0.53 s per further iteration, so F(I) = 11 + 0.53 I s; 1 thread: 135 s at 160, 208 s at 256, 302 s at 384, so
   16 + 0.745 I s;
-- organ probes 8 s per encoder; outcome probes 12 s per encoder plus 25 s once to preprocess the 64 phantoms;
-  phantoms 26 s once.
+- organ probes: 16 s for two encoders (1 thread), so 8 s each; outcome probes: 49 s for the first two encoders (one
+  core), most of it preprocessing the 64 phantoms once, taken as 25 s once plus 12 s per encoder; generating the
+  phantoms: 26 s once. The 2-thread finetuning figures come from a quiet spell (62 s run, then a learning curve's
+  first 150 s: 20-21 s per 32 iterations with an 8-case validation); rewriting the tables and plot after each run
+  is not counted (about a second each).
 
 Projected wall time, 2 threads on the idle machine (1 thread on a busy one), with S seeds and I finetuning
 iterations: main = 51 s + S x (2 x 156 + 3 x 8 + 3 x 12 + 12 x F(I)) s; ablations = 51 s + S x (4 x 156 + 4 x 8 +
 4 x 12 + 4 x F(I)) s. The defaults, S = 3 and I = 368 (F = 206 s): **main 143 min** (1 thread: 205 min),
 **ablations 77 min** (117 min; 30 min more if run before the main part). Two more seeds later: main 96 min,
-ablations 52 min.
+ablations 52 min. On a busy machine the main part does not fit 150 minutes with either thread count.
 
 What the budget cut: 150 minutes hold 60 finetunes (5 seeds x 4 label counts x 3 encoders) of at most 192
 iterations, and at that length the network does not segment the new phantoms yet: with 4 labels, Dice is 0.000 on
 all 8 held-out cases at 160 and at 256 iterations for SMART and for random init alike, and 0.27 (per case 0 to 0.78)
-for SMART at 384 (random init, 384 iterations: 0.23). So the default keeps the finetuning long enough to measure
-(368 iterations; 96 in the first study) and the pretraining at 640 iterations (4x the first study's 160), and cuts
-the seeds from the issue's 5 to 3. The cost: the seed level of the bootstrap draws from 3 values (10 distinct
+for SMART at 384 (random init at 384, in a run validated every 32 iterations: 0.23, and up to 0.10 before 200).
+So the default keeps the finetuning long enough to measure (368 iterations, just under the 384 measured; 96 in the
+first study) and the pretraining at 640 iterations (4x the first study's 160), and cuts the seeds from the issue's
+5 to 3. The cost: the seed level of the bootstrap draws from 3 values (10 distinct
 resamples), so its percentile CIs run narrow, and with the first study's spreads (seed sd of the paired difference
 up to 0.09, case sd about 0.2) a paired difference below about 0.1 Dice cannot be told from 0 (about 0.09 with 5
-seeds). 5 seeds at 192 iterations would fit, but would measure Dice 0 in every cell.
+seeds). 5 seeds at 192 iterations would fit, but would most likely measure Dice 0 throughout (measured at 4
+labels only). ``--seeds``/``--finetune_iterations``/``--pretrain_iterations`` choose otherwise.
 """
 
 from __future__ import annotations
@@ -202,7 +207,7 @@ def outcome_features(encoder: str | None, seed: int, s: dict, lists: dict) -> tu
 
     parser = _response_parser(s, lists, seed)
     items = parser.get_parsed_content("train_items") + parser.get_parsed_content("validate#items")
-    cache = (str(lists["outcome"]), s["outcome_region"])
+    cache = (str(lists["outcome"]), s["outcome_region"], json.dumps(s["overrides"]))
     if cache not in _OUTCOME_IMAGES:
         preprocess = parser.get_parsed_content("validate#preprocessing")
         _OUTCOME_IMAGES[cache] = torch.stack([torch.as_tensor(preprocess(dict(i))["image"]) for i in items])
@@ -221,10 +226,11 @@ def _fit_logistic(x, y, weight_decay: float):
     """Binary logistic regression, mean log-loss + weight_decay / 2 |w|^2 (no penalty on the bias), L-BFGS."""
     import numpy as np
     from scipy.optimize import minimize
+    from scipy.special import expit
 
     def loss(wb):
         z = x @ wb[:-1] + wb[-1]
-        p = 1.0 / (1.0 + np.exp(-z))
+        p = expit(z)
         grad = np.append(x.T @ (p - y), (p - y).sum()) / len(y)
         grad[:-1] += weight_decay * wb[:-1]
         return np.logaddexp(0.0, z).mean() - (y * z).mean() + 0.5 * weight_decay * wb[:-1] @ wb[:-1], grad
