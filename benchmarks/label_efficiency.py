@@ -194,7 +194,19 @@ def cluster(variant: str, seed: int, s: dict, lists: dict, encoder: str | None, 
     return {k: float(metrics[k]) for k in CLUSTER_METRICS} | {"n_embeddings": int(metrics["n_embeddings"])}
 
 
-def finetune(n: int, seed: int, s: dict, lists: dict, encoder: str | None, out: Path) -> dict:
+def finetune(
+    n: int,
+    seed: int,
+    s: dict,
+    lists: dict,
+    encoder: str | None,
+    out: Path,
+    per_case: bool = False,
+    overrides: dict | None = None,
+) -> dict:
+    """Finetune ``smart_seg`` on the first ``n`` pool phantoms from ``encoder`` (``None``: random init) and score the
+    final model on the held-out set. ``per_case``: also each held-out case's Dice and HD95, in the datalist's order
+    (``dice_per_case``, ``hd95_per_case``), for a bootstrap over cases. ``overrides``: more bundle overrides."""
     # whole epochs over the n volumes; --quick caps the epoch below one pass instead
     epoch_length = min(math.ceil(n / s["finetune_batch"]), s["finetune_iterations"])
     epochs = max(1, s["finetune_iterations"] // epoch_length)
@@ -214,16 +226,20 @@ def finetune(n: int, seed: int, s: dict, lists: dict, encoder: str | None, out: 
         **{"train#progress_bar#disable": True, "train#handlers#0#exec_at_start": False},
         **{"train#trainer#epoch_length": epoch_length},
         **{"train#dataset#progress": False, "validate#dataset#progress": False},
+        **(overrides or {}),
     )
     wf.run()
     trainer = wf.parser.get_parsed_content("train#trainer")
-    metrics = wf.parser.get_parsed_content("validate#evaluator").state.metrics
+    state = wf.parser.get_parsed_content("validate#evaluator").state
     result = {
-        "dice": float(metrics["val_mean_dice"]),
-        "hd95": float(metrics["val_hausdorff95"]),
+        "dice": float(state.metrics["val_mean_dice"]),
+        "hd95": float(state.metrics["val_hausdorff95"]),
         "iterations": trainer.state.iteration,
         "final_train_loss": float(trainer.state.output[0]["loss"]),
     }
+    if per_case:  # MONAI's metric handlers keep one row per validation image (save_details)
+        for key, name in (("dice_per_case", "val_mean_dice"), ("hd95_per_case", "val_hausdorff95")):
+            result[key] = [float(v) for v in state.metric_details[name].mean(dim=1).tolist()]
     wf.finalize()
     return result
 
@@ -453,18 +469,14 @@ def main(argv: list[str] | None = None) -> dict:
             encoder = str(Path(encoder).with_name("checkpoint.pt")) if kind == "diagnose" else encoder
             if not Path(encoder).is_file():
                 raise FileNotFoundError(f"{key}: the pretrained encoder {encoder} is gone; rerun without --resume")
-        t0 = time.perf_counter()
         if kind == "pretrain":
-            runs[key] = pretrain(variant, seed, s, lists, out)
+            record_run(runs, key, lambda: pretrain(variant, seed, s, lists, out))
         elif kind == "cluster":
-            runs[key] = cluster(variant, seed, s, lists, encoder, out)
+            record_run(runs, key, lambda: cluster(variant, seed, s, lists, encoder, out))
         elif kind == "diagnose":
-            runs[key] = diagnose(variant, seed, s, lists, encoder)
+            record_run(runs, key, lambda: diagnose(variant, seed, s, lists, encoder))
         else:
-            runs[key] = finetune(n, seed, s, lists, encoder, out)
-        runs[key]["seconds"] = round(time.perf_counter() - t0, 1)
-        shown = {k: round(v, 3) for k, v in runs[key].items() if isinstance(v, float)}
-        tqdm.write(f"{key}: {shown}")
+            record_run(runs, key, lambda: finetune(n, seed, s, lists, encoder, out))
         save()
     save()
     logging.disable(logging.NOTSET)
@@ -472,10 +484,26 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-if __name__ == "__main__":
+def record_run(runs: dict, key: str, run) -> dict:
+    """``run()``'s result kept as ``runs[key]`` with the seconds it took, and one line printed with its numbers."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    runs[key] = run()
+    runs[key]["seconds"] = round(time.perf_counter() - start, 1)
+    shown = {k: round(v, 3) for k, v in runs[key].items() if isinstance(v, float)}
+    tqdm.write(f"{key}: {shown}")
+    return runs[key]
+
+
+def reexec_with_fast_malloc() -> None:
+    """As scripts/demo.sh: keep freed memory in the heap (CPU training is ~1.6x faster). glibc reads this at start-up
+    only, hence the re-exec of the running script; ``FAST_MALLOC=0`` turns it off."""
     if sys.platform == "linux" and "GLIBC_TUNABLES" not in os.environ and os.environ.get("FAST_MALLOC", "1") != "0":
-        # as scripts/demo.sh: keep freed memory in the heap (CPU training is ~1.6x faster); glibc reads this at
-        # start-up only, hence the re-exec
         os.environ["GLIBC_TUNABLES"] = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
         os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
+if __name__ == "__main__":
+    reexec_with_fast_malloc()
     main(sys.argv[1:])

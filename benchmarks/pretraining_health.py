@@ -45,8 +45,9 @@ FULL = dict(seed=0, pool=16, heldout=8, iterations=640, batch=2, windows=16, lab
 QUICK = dict(FULL, pool=6, heldout=2, iterations=4, windows=2)
 
 
-def pretrain(variant: str, s: dict, lists: dict, out: Path) -> dict:
-    """One pretraining run; returns the monitor's windows, the final losses and the two encoders' files."""
+def pretrain(variant: str, s: dict, lists: dict, out: Path, overrides: dict | None = None) -> dict:
+    """One pretraining run; returns the monitor's windows, the final losses and the two encoders' files.
+    ``overrides``: the variant's bundle overrides, ``VARIANTS[variant]`` unless given (another study's variants)."""
     import torch
 
     from smart_nets.engines import SMARTSchedule
@@ -68,7 +69,7 @@ def pretrain(variant: str, s: dict, lists: dict, out: Path) -> dict:
         batch_size=s["batch"],
         **{"schedule#momentum": SMARTSchedule().momentum_for(total, s["max_teacher_share"])},
         **{"train#progress_bar#disable": True, "train#dataset#progress": False},
-        **VARIANTS[variant],
+        **(VARIANTS[variant] if overrides is None else overrides),
         **s["overrides"],
     )
     start = time.perf_counter()
