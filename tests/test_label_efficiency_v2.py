@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def _study():
