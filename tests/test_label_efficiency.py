@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
 from monai.bundle import ConfigParser
 
-from tests.helpers import REPO
+from tests.helpers import load_benchmark
 
 
 def _study():
-    spec = importlib.util.spec_from_file_location("label_efficiency", REPO / "benchmarks" / "label_efficiency.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("label_efficiency")
 
 
 def _expected_effective(study, overrides: dict) -> dict:

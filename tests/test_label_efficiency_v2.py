@@ -3,24 +3,18 @@ every cell and a CI around every mean, and --resume reruns nothing."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers import REPO
+from tests.helpers import load_benchmark
 
 
 def _study():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("label_efficiency_v2", REPO / "benchmarks" / "label_efficiency_v2.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("label_efficiency_v2")
 
 
 def test_hierarchical_bootstrap_resamples_seeds_and_cases():

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 
-from tests.helpers import REPO
+from tests.helpers import load_benchmark
 
 
 def _benchmark():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("pretraining_health", REPO / "benchmarks" / "pretraining_health.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("pretraining_health")
 
 
 def test_quick_health_check_fills_every_cell(tmp_path):
