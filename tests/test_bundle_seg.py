@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from smart_nets.data import make_phantom
 from smart_nets.data.dicom import write_dicom_series
+from smart_nets.metrics import tumour_measurements
 from tests.helpers import REPO, export_demo_onnx, run_bundle, run_bundle_failure, verify_bundle
 
 BUNDLE = REPO / "bundles" / "smart_seg"
@@ -72,16 +74,28 @@ def test_inference_writes_masks_in_the_input_space_from_nifti_and_dicom(trained)
     }
     demo["datalist"] = [str(inputs / "case.nii.gz"), str(inputs / "series")]
     demo["save_attention"] = True
+    demo["save_probabilities"] = True
     (trained / "infer.json").write_text(json.dumps(demo))
     run_bundle(root, ["inference.json", trained / "infer.json"], output_dir=trained / "pred")
     masks = sorted((trained / "pred").glob("*_seg.nii.gz"))
     assert len(masks) == 2, masks
     reference = nib.load(inputs / "case.nii.gz")
-    for mask in masks:
+    rows = list(csv.DictReader((trained / "pred" / "measurements.csv").open()))
+    assert [Path(r["image"]).name for r in rows] == ["case.nii.gz", "series"], rows
+    for mask, row in zip(masks, sorted(rows, key=lambda r: Path(r["image"]).name)):
         out = nib.load(mask)
         assert out.shape == reference.shape, mask
         np.testing.assert_allclose(out.affine, reference.affine, atol=1e-4)
-        assert set(np.unique(np.asanyarray(out.dataobj))) <= {0, 1}
+        label = np.asanyarray(out.dataobj)
+        assert set(np.unique(label)) <= {0, 1}
+        prob = nib.load(str(mask).replace("_seg.nii.gz", "_prob.nii.gz"))  # foreground probability, input space
+        p = np.asanyarray(prob.dataobj)
+        assert prob.shape == reference.shape and p.dtype == np.float32 and 0 <= p.min() and p.max() <= 1
+        assert ((p > 0.5) == (label == 1)).mean() >= 0.999  # the mask is the argmax of the same probabilities
+        expected = tumour_measurements(label == 1, out.affine)
+        assert int(row["tumour_voxels"]) == expected["tumour_voxels"] > 0, row
+        for column in ("tumour_volume_mm3", "longest_axial_diameter_mm", "connected_components"):
+            assert float(row[column]) == pytest.approx(expected[column], rel=1e-4), (column, row)
     heatmaps = sorted((trained / "pred").glob("*_attn.nii.gz"))
     assert len(heatmaps) == 2 and all(nib.load(h).shape == reference.shape for h in heatmaps), heatmaps
     assert not list((trained / "pred").glob(".tmp-*"))

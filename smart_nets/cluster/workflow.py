@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from smart_nets.cluster.embed import EncoderStage, pool_in_masks
 from smart_nets.cluster.metrics import DEFINITIONS, cluster_metrics, standardize
+from smart_nets.data.datalist import check_datalist_file
 from smart_nets.io import atomic_path
 from smart_nets.networks.pretrained import load_pretrained_encoder
 
@@ -34,6 +35,7 @@ def load_frozen_encoder(encoder: nn.Module, path: str | os.PathLike) -> nn.Modul
 
 def organ_names_from(datalist: str | os.PathLike) -> dict[int, str]:
     """The ``organ_labels`` mapping of an MSD-style ``dataset.json`` (the phantoms write one), else ``{}``."""
+    check_datalist_file(datalist)
     with open(datalist) as f:
         data = json.load(f)
     return {int(k): str(v) for k, v in data.get("organ_labels", {}).items()}

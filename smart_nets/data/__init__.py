@@ -12,6 +12,8 @@ _NAMES = {
     "Phantom": "phantoms",
     "generate_phantoms": "phantoms",
     "make_phantom": "phantoms",
+    "check_datalist_file": "datalist",
+    "find_images": "datalist",
     "load_datalist": "datalist",
     "write_dicom_series": "dicom",
     "dicom_series_in": "dicom",

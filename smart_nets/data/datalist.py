@@ -1,13 +1,27 @@
-"""Datalist loading with checks that name what is missing."""
+"""Finding the images an entry point works on: a datalist with checks that name what is missing, or a folder of images
+that must hold at least one."""
 
 from __future__ import annotations
 
+import fnmatch
+import glob
 import os
 from collections.abc import Sequence
 
 from monai.data import load_decathlon_datalist
 
-__all__ = ["load_datalist"]
+__all__ = ["check_datalist_file", "find_images", "load_datalist"]
+
+NIFTI_PATTERNS = ("*.nii.gz", "*.nii")
+
+
+def check_datalist_file(datalist: str | os.PathLike) -> None:
+    """Raise a ``FileNotFoundError`` that says how to point a bundle at its datalist when ``datalist`` is no file."""
+    if not os.path.isfile(datalist):
+        raise FileNotFoundError(
+            f"datalist {datalist} does not exist: give --dataset_dir a folder holding an MSD-style dataset.json, or "
+            "--datalist the path of one (see the bundle's docs/README.md, 'Data')"
+        )
 
 
 def load_datalist(
@@ -35,8 +49,7 @@ def load_datalist(
         FileNotFoundError: for a missing datalist or referenced path (up to five named).
         ValueError: when the list is absent or empty.
     """
-    if not os.path.isfile(datalist):
-        raise FileNotFoundError(f"datalist {datalist} does not exist")
+    check_datalist_file(datalist)
     base = base_dir if base_dir is not None else os.path.dirname(os.path.abspath(datalist))
     try:
         items = load_decathlon_datalist(datalist, is_segmentation=True, data_list_key=key, base_dir=base)
@@ -57,3 +70,71 @@ def load_datalist(
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise FileNotFoundError(f"datalist {datalist} references missing files: {missing[:5]}{more}")
     return items
+
+
+def _is_dicom_file(path: str) -> bool:
+    """The DICOM Part 10 preamble check (``DICM`` at byte 128), without parsing the file."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _holds_dicom(folder: str, probe: int = 8) -> bool:
+    """Whether one of the first ``probe`` files of ``folder`` (sorted, not recursive) is a DICOM file."""
+    try:
+        files = sorted(e.path for e in os.scandir(folder) if e.is_file())
+    except OSError:
+        return False
+    return any(_is_dicom_file(f) for f in files[:probe])
+
+
+def find_images(
+    dataset_dir: str | os.PathLike, patterns: Sequence[str] = NIFTI_PATTERNS, dicom: bool = True
+) -> list[str]:
+    """The images an inference config runs on: NIfTI files in ``dataset_dir`` and DICOM series folders, sorted.
+
+    ``glob`` in a config (``$sorted(glob.glob(@dataset_dir + '/*.nii.gz'))``) turns a wrong ``--dataset_dir`` into a
+    run that exits 0 having written nothing; this refuses it and says where images were seen instead (a dataset
+    root whose images sit in ``imagesTr/``, say).
+
+    Args:
+        dataset_dir: a folder holding NIfTI files and/or one subfolder per DICOM series; a folder of DICOM files is
+            itself one series; a single NIfTI file is accepted as itself.
+        patterns: file name patterns of the NIfTI files, matched directly in ``dataset_dir`` (not recursively).
+        dicom: also return subfolders (and ``dataset_dir`` itself) that hold DICOM files.
+
+    Returns:
+        Paths: the matching files, then the DICOM folders.
+
+    Raises:
+        FileNotFoundError: when ``dataset_dir`` does not exist.
+        ValueError: when nothing matches, naming what was searched and the subfolders that do hold images.
+    """
+    root = os.fspath(dataset_dir)
+    if os.path.isfile(root) and any(fnmatch.fnmatch(os.path.basename(root), p) for p in patterns):
+        return [root]
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"dataset_dir {root} is not a folder (or a {'/'.join(patterns)} file)")
+    files = sorted({f for p in patterns for f in glob.glob(os.path.join(glob.escape(root), p))})
+    if dicom and not files and _holds_dicom(root):
+        return [root]
+    subfolders = sorted(e.path for e in os.scandir(root) if e.is_dir())
+    series = [d for d in subfolders if _holds_dicom(d)] if dicom else []
+    if files or series:
+        return files + series
+    searched = f"{' or '.join(patterns)} files" + (" and DICOM series folders (one series per folder)" if dicom else "")
+    hints = []
+    for d in subfolders:
+        n = sum(len(glob.glob(os.path.join(glob.escape(d), p))) for p in patterns)
+        if n:
+            hints.append(f"{os.path.basename(d)}/ ({n} files)")
+    hint = (
+        f"; subfolders holding images: {', '.join(hints[:5])} - point dataset_dir at one of them, e.g. "
+        f"--dataset_dir {os.path.join(root, hints[0].split('/')[0])}"
+        if hints
+        else "; give a folder of NIfTI images or of DICOM series folders"
+    )
+    raise ValueError(f"no images in dataset_dir {root}: searched for {searched} directly in it{hint}")

@@ -1,0 +1,67 @@
+"""One CSV row of tumour measurements per case of a segmentation evaluator."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+
+from smart_nets.io import atomic_path
+from smart_nets.metrics.measurements import MEASUREMENT_COLUMNS, tumour_measurements
+
+__all__ = ["TumourMeasurements"]
+
+logger = logging.getLogger(__name__)
+
+
+class TumourMeasurements:
+    """Measure the predicted tumour of every case (:func:`smart_nets.metrics.tumour_measurements`) and write
+    ``<output_dir>/<filename>``: ``image`` (the input's path) then :data:`MEASUREMENT_COLUMNS`.
+
+    Attach it to an evaluator whose postprocessing has brought ``pred_key`` back to the input's grid (``Invertd``)
+    and made it a label map (``AsDiscreted(argmax=True)``), so that the mask's affine is the input's. The file is
+    rewritten atomically after every case, so an interrupted run leaves the rows of the cases it finished.
+
+    Args:
+        output_dir: folder of the CSV file.
+        filename: its name.
+        pred_key: the label map in each decollated output item.
+        foreground: the label value counted as tumour.
+    """
+
+    def __init__(
+        self, output_dir: str, filename: str = "measurements.csv", pred_key: str = "pred", foreground: int = 1
+    ) -> None:
+        self.path = Path(output_dir) / filename
+        self.pred_key, self.foreground = pred_key, foreground
+        self.rows: list[dict] = []
+
+    def attach(self, engine: Engine) -> None:
+        """Register on ``engine``'s start and iterations."""
+        engine.add_event_handler(Events.STARTED, lambda e: self.rows.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        for item in engine.state.output:  # decollated: one dict per case
+            pred = item[self.pred_key]
+            affine = getattr(pred, "affine", None)
+            if affine is None:
+                raise ValueError(f"'{self.pred_key}' carries no affine: measure a MetaTensor in the input's grid")
+            mask = torch.as_tensor(pred).detach().cpu().numpy()
+            mask = mask[0] if mask.ndim == 4 else mask  # channel-first label map
+            image = pred.meta.get("filename_or_obj", f"case_{len(self.rows)}")
+            row = {"image": str(image), **tumour_measurements(mask == self.foreground, np.asarray(affine))}
+            self.rows.append(row)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["image", *MEASUREMENT_COLUMNS], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(buffer.getvalue())
+        logger.debug("measured %s: %s", os.path.basename(str(image)), row)
