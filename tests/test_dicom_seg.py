@@ -1,5 +1,6 @@
 """DICOM in, DICOM-SEG out: a mask on the grid MONAI's reader gives a DICOM series, written as a DICOM Segmentation
-object, reads back with highdicom onto the source slices voxel for voxel and references the series."""
+object, reads back with highdicom onto the source slices voxel for voxel, references the series, and comes out of
+the smart_seg bundle's inference with ``output_format dicom_seg``."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ import shutil
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
 import torch
+from monai.bundle import run as bundle_run
 from monai.data import MetaTensor
 from monai.transforms import LoadImage, Orientation
 
 from smart_nets.data import SaveDicomSegd, check_output_format, make_phantom, write_dicom_seg
 from smart_nets.data.dicom import write_dicom_series
-from tests.helpers import REPO
+from tests.helpers import REPO, bundle_failure, copy_bundle, demo_network
 
 hd = pytest.importorskip("highdicom")  # the [dicom] extra; CI installs it with the [test] extra
 
@@ -190,3 +193,76 @@ def test_output_format_is_checked_and_a_missing_highdicom_names_the_extra(tmp_pa
     monkeypatch.setitem(sys.modules, "highdicom", None)  # import highdicom now raises ImportError
     with pytest.raises(ImportError, match=r"pip install 'smart-nets\[dicom\]'"):
         SaveDicomSegd("pred", output_dir=tmp_path, algorithm_version=VERSION)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> dict:
+    """A copy of smart_seg with a freshly initialised demo-sized network, a phantom as a DICOM series and as NIfTI,
+    and the inference configs with the demo's sizes and a datalist override."""
+    root = tmp_path_factory.mktemp("dicom_seg_bundle")
+    bundle = copy_bundle("smart_seg", root / "smart_seg")
+    torch.manual_seed(0)
+    torch.save(demo_network("smart_seg").state_dict(), bundle / "models" / "model.pt")
+    phantom = make_phantom(5, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0))
+    write_dicom_series(phantom.image, phantom.affine, str(root / "inputs" / "series"))
+    nib.save(nib.Nifti1Image(phantom.image, phantom.affine), root / "inputs" / "case.nii.gz")
+    configs = [str(bundle / "configs" / "inference.json"), str(bundle / "configs" / "demo.json")]
+    return {"root": root, "bundle": bundle, "configs": configs, "series": root / "inputs" / "series"}
+
+
+def _infer(bundle: dict, datalist: list[Path], out: Path, output_format: str) -> None:
+    bundle_run(
+        config_file=bundle["configs"],
+        bundle_root=str(bundle["bundle"]),
+        datalist=[str(p) for p in datalist],
+        output_dir=str(out),
+        output_format=output_format,
+        logging_file=False,
+    )
+
+
+def test_the_bundle_writes_dicom_seg_matching_its_nifti_mask_for_a_dicom_series(bundle):
+    root = bundle["root"]
+    _infer(bundle, [bundle["series"]], root / "nifti", "nifti")
+    _infer(bundle, [bundle["series"]], root / "dicom", "dicom_seg")
+    assert sorted(p.name for p in (root / "dicom").iterdir()) == ["series_seg.dcm"]  # no NIfTI beside it
+    nifti = np.asanyarray(nib.load(root / "nifti" / "series_seg.nii.gz").dataobj)
+    assert 0.01 < nifti.mean() < 0.99, nifti.mean()  # the random network's mask is neither empty nor everything
+    assert not np.array_equal(nifti, np.flip(nifti, (0, 1)))  # so a mask put on the slices the wrong way fails
+
+    sources = _sorted_sources(bundle["series"])
+    got = _read_back(root / "dicom" / "series_seg.dcm", sources)
+    # the phantom's grid is DICOM's own order, so the NIfTI mask's slice k is slice_k's frame, transposed
+    expected = np.stack([nifti[:, :, int(ds.InstanceNumber) - 1].T for ds in sources])
+    np.testing.assert_array_equal(got, expected)
+    seg = pydicom.dcmread(root / "dicom" / "series_seg.dcm")
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == sources[0].SeriesInstanceUID
+    algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == ("SMART smart_seg", VERSION)
+
+
+def test_the_bundle_refuses_an_unknown_output_format_and_dicom_seg_for_nifti_inputs(bundle):
+    root = bundle["root"]
+    overrides = dict(datalist=[str(bundle["series"])], output_dir=str(root / "typo"), output_format="dicom")
+    message = bundle_failure(bundle["bundle"], ["inference.json", "demo.json"], **overrides)
+    assert "output_format 'dicom' is not one of 'nifti', 'dicom_seg'" in message, message[-2000:]
+    assert not (root / "typo").exists()
+
+    nifti = root / "inputs" / "case.nii.gz"
+    overrides = dict(datalist=[str(nifti)], output_dir=str(root / "refused"), output_format="dicom_seg")
+    message = bundle_failure(bundle["bundle"], ["inference.json", "demo.json"], **overrides)
+    assert f"{nifti}: output_format 'dicom_seg'" in message and "NIfTI inputs get NIfTI masks" in message, message
+    assert not (root / "refused").exists() or not any((root / "refused").iterdir())
+
+
+@pytest.mark.parametrize("output_format, writer", [("nifti", "SaveImaged"), ("dicom_seg", "SaveDicomSegd")])
+def test_output_format_leaves_exactly_one_writer_in_the_postprocessing(output_format, writer):
+    """MONAI Label's BundleInferTask takes ``postprocessing`` as built and drops its ``SaveImaged``: the disabled
+    writer must be gone from the list, not left as a ``None``."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / "smart_seg" / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(REPO / "bundles" / "smart_seg"), "output_format": output_format})
+    names = [type(t).__name__ for t in parser.get_parsed_content("postprocessing").transforms]
+    assert names == ["Activationsd", "Invertd", "AsDiscreted", writer]
