@@ -250,11 +250,13 @@ def write_dicom_seg(
     import smart_nets
 
     source = str(source_folder)
-    values = np.unique(np.asarray(mask))
-    if not np.isin(values, (0, 1)).all():
-        raise ValueError(f"{source}: a binary mask (0 background, 1 {segment_label}) is needed, got values {values}")
+    mask = np.asarray(mask)
+    other = (mask != 0) & (mask != 1)
+    if other.any():
+        values = np.unique(mask[other])[:8].tolist()
+        raise ValueError(f"{source}: a binary mask (0 background, 1 {segment_label}) is needed, it also holds {values}")
     slices = read_series_headers(source_folder)
-    frames = slice_frames(np.asarray(mask).astype(np.uint8), affine, slices, source)
+    frames = slice_frames(mask.astype(np.uint8), affine, slices, source)
     algorithm = hd.AlgorithmIdentificationSequence(
         name=algorithm_name, family=codes.cid7162.ArtificialIntelligence, version=str(algorithm_version)
     )
