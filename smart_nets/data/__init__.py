@@ -1,4 +1,4 @@
-"""Data: synthetic CT phantoms, DICOM series writing, datalist loading, atomic image writers.
+"""Data: synthetic CT phantoms, DICOM series writing, DICOM-SEG mask writing, datalist loading, atomic image writers.
 
 Names load on first access (PEP 562) so that ``python -m smart_nets.data.phantoms`` runs its module only once.
 """
@@ -17,6 +17,9 @@ _NAMES = {
     "load_datalist": "datalist",
     "write_dicom_series": "dicom",
     "dicom_series_in": "dicom",
+    "SaveDicomSegd": "dicom_seg",
+    "check_output_format": "dicom_seg",
+    "write_dicom_seg": "dicom_seg",
     "AtomicNibabelWriter": "writers",
 }
 __all__ = sorted(_NAMES)
@@ -25,6 +28,6 @@ __all__ = sorted(_NAMES)
 def __getattr__(name: str):
     if name in _NAMES:
         return getattr(importlib.import_module(f"smart_nets.data.{_NAMES[name]}"), name)
-    if name in {"phantoms", "datalist", "dicom", "writers"}:
+    if name in {"phantoms", "datalist", "dicom", "dicom_seg", "writers"}:
         return importlib.import_module(f"smart_nets.data.{name}")
     raise AttributeError(f"module 'smart_nets.data' has no attribute {name!r}")
