@@ -76,7 +76,10 @@ def sha256(path: Path) -> str:
 
 def run(args: list[str], what: str) -> str:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    proc = subprocess.run([str(a) for a in args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    try:
+        proc = subprocess.run([str(a) for a in args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise CheckFailed(f"{what} did not finish within 600 s: {' '.join(map(str, args))}") from None
     if proc.returncode != 0:
         raise CheckFailed(f"{what} failed ({proc.returncode}): {' '.join(map(str, args))}\n{proc.stderr[-3000:]}")
     return proc.stdout
@@ -340,6 +343,8 @@ def main() -> int:
         check_server(server, studies, ids, args)
     except CheckFailed as e:
         print(f"[monailabel] FAILED: {e}", file=sys.stderr, flush=True)
+        if server is not None and server.log.name not in str(e):  # a request failed: the server says why
+            print(f"[monailabel] last lines of {server.log}:\n{tail(server.log)}", file=sys.stderr, flush=True)
         return 1
     finally:
         if server is not None:

@@ -2,8 +2,8 @@
 # Serve smart_seg and smart_response with a real MONAI Label 0.8.5 server and use its REST API as 3D Slicer does
 # (scripts/check_monailabel.py): /info/ lists both models; /infer/smart_seg returns a mask on the input's grid;
 # /train/smart_seg runs one epoch and the next /infer uses the model it wrote; /infer/smart_response returns class
-# probabilities. A release check, not part of the test suite: about 4 minutes on 2 CPU cores once
-# .venv-monailabel exists (creating it: a minute or two more, ~1 GB, mostly ITK and SimpleITK).
+# probabilities. A release check, not part of the test suite: about 1 minute on 2 CPU cores once .venv-monailabel
+# exists (creating it: ~45 s more plus ~190 MB of downloads; ~1 GB, mostly ITK and SimpleITK).
 #
 # MONAI Label goes into its own cached environment, .venv-monailabel (git-ignored, reused while its requirements are
 # unchanged), layered over the project's .venv by a .pth line: torch (the CPU build), monai and the rest come from
