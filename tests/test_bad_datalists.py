@@ -101,3 +101,11 @@ def test_inference_over_a_folder_without_images_stops_naming_it_and_where_images
     assert f"no images in dataset_dir {data}" in message and "imagesTr/ (1 files)" in message, message[-2000:]
     assert f"--dataset_dir {data / 'imagesTr'}" in message, message[-2000:]
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("bundle,configs", INFERENCE)
+def test_inference_over_an_empty_datalist_stops_saying_so(bundle, configs, tmp_path):
+    root = tmp_path / bundle
+    copy_bundle(bundle, root)
+    message = bundle_failure(root, configs + ["demo.json"], datalist=[], output_dir=str(tmp_path / "out"))
+    assert "no images to run on: the datalist is empty" in message, message[-2000:]

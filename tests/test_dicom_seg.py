@@ -225,7 +225,7 @@ def test_the_bundle_writes_dicom_seg_matching_its_nifti_mask_for_a_dicom_series(
     root = bundle["root"]
     _infer(bundle, [bundle["series"]], root / "nifti", "nifti")
     _infer(bundle, [bundle["series"]], root / "dicom", "dicom_seg")
-    assert sorted(p.name for p in (root / "dicom").iterdir()) == ["series_seg.dcm"]  # no NIfTI beside it
+    assert sorted(p.name for p in (root / "dicom").iterdir()) == ["measurements.csv", "series_seg.dcm"]  # no NIfTI
     nifti = np.asanyarray(nib.load(root / "nifti" / "series_seg.nii.gz").dataobj)
     assert 0.01 < nifti.mean() < 0.99, nifti.mean()  # the random network's mask is neither empty nor everything
     assert not np.array_equal(nifti, np.flip(nifti, (0, 1)))  # so a mask put on the slices the wrong way fails
@@ -265,4 +265,5 @@ def test_output_format_leaves_exactly_one_writer_in_the_postprocessing(output_fo
     parser.read_config(str(REPO / "bundles" / "smart_seg" / "configs" / "inference.json"))
     parser.update({"bundle_root": str(REPO / "bundles" / "smart_seg"), "output_format": output_format})
     names = [type(t).__name__ for t in parser.get_parsed_content("postprocessing").transforms]
-    assert names == ["Activationsd", "Invertd", "AsDiscreted", writer]
+    # the function and the first SaveImaged write the foreground probability, only with save_probabilities
+    assert names == ["Activationsd", "Invertd", "function", "SaveImaged", "AsDiscreted", writer]

@@ -23,7 +23,7 @@ from smart_nets.export import (
     trt_compile,
 )
 from smart_nets.export.__main__ import TENSORRT_OPS_FILE
-from tests.helpers import REPO, demo_network, export_demo_onnx
+from tests.helpers import REPO, demo_network, export_demo_onnx, monai_bundle
 
 TRT_OPS = Path(TENSORRT_OPS_FILE)  # shipped in the package: the default of `check --ops_file`
 BUNDLES = ("smart_seg", "smart_response")
@@ -48,6 +48,26 @@ def test_bundle_onnx_export_matches_eager_at_batch_1_and_3_and_is_ready_for_tens
     report = check_onnx_graph(tmp_path / "model.onnx", load_operator_list(TRT_OPS))
     assert report.ok, report.summary()
     assert report.opset == 18 and all(isinstance(a, str) for a in report.batch_axes.values()), report.summary()
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_onnx_export_as_the_zoo_readmes_write_it_without_the_args_file_serves_too(bundle, tmp_path):
+    """``onnx_export --net_id network_def`` without ``--args_file``: torch's dynamo exporter (onnxscript, in the
+    export extra) gives a graph with a fixed batch of 1, which ``OnnxRuntimeModule`` runs window by window."""
+    net = demo_network(bundle)
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    monai_bundle(
+        ["onnx_export", "--net_id", "network_def", "--filepath", str(tmp_path / "model.onnx")]
+        + ["--ckpt_file", str(tmp_path / "model.pt"), "--meta_file", "configs/metadata.json"]
+        + ["--config_file", "['configs/inference.json','configs/demo.json']", "--input_shape", "[1, 1, 64, 64, 64]"],
+        cwd=REPO / "bundles" / bundle,
+    )
+    served = OnnxRuntimeModule(tmp_path / "model.onnx")
+    assert served.input_shape[0] == 1
+    x = torch.rand(3, 1, 64, 64, 64)
+    with torch.no_grad():
+        expected = net(x)
+    torch.testing.assert_close(served(x), expected, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)

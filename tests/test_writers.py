@@ -96,4 +96,8 @@ def test_kill_9_during_segmentation_inference_leaves_only_complete_masks(tmp_pat
     assert 2 <= len(masks) < 16, f"killed after {len(masks)} of 16 masks: not mid-run"
     for mask in masks:
         assert nib.load(mask).get_fdata().shape == (64, 64, 32), mask
-    assert all(p.name.endswith("_seg.nii.gz") or p.name.startswith(".tmp-") for p in out.iterdir())
+    kept = ("_seg.nii.gz", "measurements.csv")
+    assert all(p.name.endswith(kept) or p.name.startswith(".tmp-") for p in out.iterdir())
+    if (out / "measurements.csv").exists():  # rewritten atomically after each case: whole rows of finished cases
+        rows = (out / "measurements.csv").read_text().splitlines()
+        assert all(len(r.split(",")) == 5 for r in rows) and len(masks) - 1 <= len(rows) - 1 <= len(masks), rows

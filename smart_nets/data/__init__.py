@@ -14,6 +14,7 @@ _NAMES = {
     "make_phantom": "phantoms",
     "check_datalist_file": "datalist",
     "find_images": "datalist",
+    "image_items": "datalist",
     "load_datalist": "datalist",
     "write_dicom_series": "dicom",
     "dicom_series_in": "dicom",

@@ -6,11 +6,11 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from monai.data import load_decathlon_datalist
 
-__all__ = ["check_datalist_file", "find_images", "load_datalist"]
+__all__ = ["check_datalist_file", "find_images", "image_items", "load_datalist"]
 
 NIFTI_PATTERNS = ("*.nii.gz", "*.nii")
 
@@ -138,3 +138,25 @@ def find_images(
         else "; give a folder of NIfTI images or of DICOM series folders"
     )
     raise ValueError(f"no images in dataset_dir {root}: searched for {searched} directly in it{hint}")
+
+
+def image_items(images: str | os.PathLike | Sequence, key: str = "image") -> list[dict]:
+    """The dataset items of an inference config: ``{key: path}`` per image, refusing an empty selection.
+
+    Args:
+        images: paths (NIfTI files, DICOM series folders) or items that are already dictionaries; a single path is
+            a folder searched with :func:`find_images` (so ``--datalist /data/ct`` works as ``--dataset_dir``).
+        key: the item key of the image.
+
+    Raises:
+        ValueError: when there is no image, e.g. ``--datalist "[]"`` or a glob that matched nothing.
+    """
+    if isinstance(images, (str, os.PathLike)):
+        images = find_images(images)
+    items = [i if isinstance(i, Mapping) else {key: i} for i in images]
+    if not items:
+        raise ValueError(
+            "no images to run on: the datalist is empty; give --dataset_dir a folder of NIfTI files or DICOM series "
+            "folders, or --datalist a list of them"
+        )
+    return items

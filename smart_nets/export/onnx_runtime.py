@@ -100,11 +100,25 @@ class OnnxRuntimeModule(nn.Module):
         self.input_name = graph_input.name
         self.input_shape = [d if isinstance(d, int) else None for d in graph_input.shape]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self._warned_fixed_batch = False
         logger.info(f"onnxruntime {ort.__version__} serves {path} on {self.session.get_providers()[0]}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """Run the graph on ``x`` (moved to the host as float32); outputs come back on ``x``'s device."""
         shape = tuple(x.shape)
+        if self.input_shape[:1] == [1] and len(shape) == len(self.input_shape) and shape[0] > 1:
+            # a graph with a fixed batch of 1 (exported without configs/onnx_export.json, e.g. by torch's dynamo
+            # exporter): run the windows one at a time rather than fail
+            if not self._warned_fixed_batch:
+                logger.warning(
+                    f"{self.path} has a fixed batch of 1: running {shape[0]} windows one at a time; export with "
+                    "--args_file configs/onnx_export.json for a dynamic batch axis (and the graph TensorRT takes)"
+                )
+                self._warned_fixed_batch = True
+            parts = [self.forward(x[i : i + 1]) for i in range(shape[0])]
+            if isinstance(parts[0], tuple):
+                return tuple(torch.cat(p) for p in zip(*parts))
+            return torch.cat(parts)
         if len(shape) != len(self.input_shape) or any(
             e is not None and e != s for e, s in zip(self.input_shape, shape)
         ):
