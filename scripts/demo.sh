@@ -91,6 +91,7 @@ run python -m monai.bundle run --config_file "['$SEG/configs/inference.json','$S
     --bundle_root "$SEG" --ckpt_dir outputs/seg/models --output_dir outputs/seg/predictions \
     --datalist "\$[i['image'] for i in smart_nets.data.load_datalist('$DATA_DIR/dataset.json', 'validation')]"
 echo "[demo]   masks in the input space: $(ls outputs/seg/predictions/*_seg.nii.gz | wc -l) files in outputs/seg/predictions"
+echo "[demo]   tumour volume, longest axial diameter, components per case: outputs/seg/predictions/measurements.csv"
 
 step 7 response_train "outcome prediction training" \
     "outcome prediction (bundles/smart_response, configs/demo.json): 40 phantoms, response endpoint"
