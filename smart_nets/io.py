@@ -9,16 +9,18 @@ reading), and computes every sha256 with :func:`sha256_file`.
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import os
 import pickle
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_path", "check_checkpoint_file", "read_checkpoint", "refused", "sha256_file"]
+__all__ = ["atomic_path", "check_checkpoint_file", "read_checkpoint", "refused", "sha256_file", "write_csv"]
 
 
 @contextlib.contextmanager
@@ -40,6 +42,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         _fsync(path.parent)  # and the rename itself survives a power cut
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[Mapping], fieldnames: Sequence[str]) -> None:
+    """Write ``rows`` under a ``fieldnames`` header to ``path`` atomically (see :func:`atomic_path`)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fieldnames))
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue().encode())
 
 
 def _fsync(path: Path) -> None:

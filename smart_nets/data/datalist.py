@@ -72,23 +72,15 @@ def load_datalist(
     return items
 
 
-def _is_dicom_file(path: str) -> bool:
-    """The DICOM Part 10 preamble check (``DICM`` at byte 128), without parsing the file."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
 def _holds_dicom(folder: str, probe: int = 8) -> bool:
     """Whether one of the first ``probe`` files of ``folder`` (sorted, not recursive) is a DICOM file."""
+    from pydicom.misc import is_dicom  # the Part 10 preamble check ("DICM" at byte 128), no parsing
+
     try:
         files = sorted(e.path for e in os.scandir(folder) if e.is_file())
+        return any(is_dicom(f) for f in files[:probe])
     except OSError:
         return False
-    return any(_is_dicom_file(f) for f in files[:probe])
 
 
 def find_images(
@@ -126,15 +118,12 @@ def find_images(
     if files or series:
         return files + series
     searched = f"{' or '.join(patterns)} files" + (" and DICOM series folders (one series per folder)" if dicom else "")
-    hints = []
-    for d in subfolders:
-        n = sum(len(glob.glob(os.path.join(glob.escape(d), p))) for p in patterns)
-        if n:
-            hints.append(f"{os.path.basename(d)}/ ({n} files)")
+    counts = {d: sum(len(glob.glob(os.path.join(glob.escape(d), p))) for p in patterns) for d in subfolders}
+    holding = [d for d in subfolders if counts[d]]
     hint = (
-        f"; subfolders holding images: {', '.join(hints[:5])} - point dataset_dir at one of them, e.g. "
-        f"--dataset_dir {os.path.join(root, hints[0].split('/')[0])}"
-        if hints
+        f"; subfolders holding images: {', '.join(f'{os.path.basename(d)}/ ({counts[d]} files)' for d in holding[:5])}"
+        f" - point dataset_dir at one of them, e.g. --dataset_dir {holding[0]}"
+        if holding
         else "; give a folder of NIfTI images or of DICOM series folders"
     )
     raise ValueError(f"no images in dataset_dir {root}: searched for {searched} directly in it{hint}")

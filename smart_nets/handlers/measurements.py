@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 from pathlib import Path
@@ -12,7 +10,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from smart_nets.io import atomic_path
+from smart_nets.io import write_csv
 from smart_nets.metrics.measurements import MEASUREMENT_COLUMNS, tumour_measurements
 
 __all__ = ["TumourMeasurements"]
@@ -58,10 +56,5 @@ class TumourMeasurements:
             image = pred.meta.get("filename_or_obj", f"case_{len(self.rows)}")
             row = {"image": str(image), **tumour_measurements(mask == self.foreground, np.asarray(affine))}
             self.rows.append(row)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["image", *MEASUREMENT_COLUMNS], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        with atomic_path(self.path) as tmp:
-            tmp.write_text(buffer.getvalue())
-        logger.debug("measured %s: %s", os.path.basename(str(image)), row)
+            logger.debug("measured %s: %s", os.path.basename(str(image)), row)
+        write_csv(self.path, self.rows, ["image", *MEASUREMENT_COLUMNS])

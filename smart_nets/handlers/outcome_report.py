@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -13,7 +11,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from smart_nets.io import atomic_path
+from smart_nets.io import atomic_path, write_csv
 from smart_nets.metrics import bootstrap_auc, threshold_metrics
 
 __all__ = ["OutcomeReport"]
@@ -71,12 +69,7 @@ class OutcomeReport:
             self.rows.append(row)
 
     def _write(self, engine: Engine) -> None:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(self.rows[0]) if self.rows else ["case"])
-        writer.writeheader()
-        writer.writerows(self.rows)
-        with atomic_path(self.output_dir / "predictions.csv") as tmp:
-            tmp.write_bytes(buffer.getvalue().encode())
+        write_csv(self.output_dir / "predictions.csv", self.rows, list(self.rows[0]) if self.rows else ["case"])
         logger.info("wrote %d predictions to %s", len(self.rows), self.output_dir / "predictions.csv")
         if not self.with_labels:
             return

@@ -27,6 +27,14 @@ def _checked_affine(affine) -> np.ndarray:
     return a
 
 
+def _checked(mask, affine) -> tuple[np.ndarray, np.ndarray]:
+    """``mask`` as a 3D boolean array and ``affine`` as a checked float (4, 4) matrix."""
+    mask = np.asarray(mask).astype(bool)
+    if mask.ndim != 3:
+        raise ValueError(f"mask must be (X, Y, Z), got shape {mask.shape}")
+    return mask, _checked_affine(affine)
+
+
 def axial_axis(affine) -> int:
     """The voxel axis closest to the patient's superior-inferior axis (RAS/LPS world: the third coordinate); the
     other two span the slice plane closest to axial."""
@@ -48,20 +56,22 @@ def longest_axial_diameter(mask: np.ndarray, affine) -> float:
     Returns:
         The diameter in mm; 0 for an empty mask.
     """
-    a = _checked_affine(affine)[:3, :3]
-    mask = np.asarray(mask).astype(bool)
-    if mask.ndim != 3:
-        raise ValueError(f"mask must be (X, Y, Z), got shape {mask.shape}")
+    mask, affine = _checked(mask, affine)
+    return _longest_axial_diameter(mask, affine)
+
+
+def _longest_axial_diameter(mask: np.ndarray, affine: np.ndarray) -> float:
+    a = affine[:3, :3]
     k = axial_axis(affine)
     plane = [d for d in range(3) if d != k]
     u, v = a[:, plane[0]], a[:, plane[1]]  # world steps along the two in-plane voxel axes
+    basis, _ = np.linalg.qr(np.stack([u, v], axis=1))  # orthonormal in-plane axes: distances are kept
     corners = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
     best = 0.0
     for s in np.unique(np.nonzero(mask)[k]):
         ij = np.argwhere(np.take(mask, s, axis=k)).astype(np.float64)
         points = (ij[:, None, :] + corners[None]).reshape(-1, 2)
         world = points[:, :1] * u + points[:, 1:] * v  # (P, 3), in the slice plane
-        basis, _ = np.linalg.qr(np.stack([u, v], axis=1))  # orthonormal in-plane axes: distances are kept
         flat = world @ basis
         hull = flat[ConvexHull(flat).vertices]
         best = max(best, float(np.sqrt(((hull[:, None] - hull[None]) ** 2).sum(-1)).max()))
@@ -78,15 +88,12 @@ def tumour_measurements(mask: np.ndarray, affine) -> dict[str, float | int]:
     Returns:
         ``{column: value}`` for :data:`MEASUREMENT_COLUMNS`.
     """
-    a = _checked_affine(affine)
-    mask = np.asarray(mask).astype(bool)
-    if mask.ndim != 3:
-        raise ValueError(f"mask must be (X, Y, Z), got shape {mask.shape}")
+    mask, a = _checked(mask, affine)
     voxels = int(mask.sum())
     _, components = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     return {
         "tumour_voxels": voxels,
         "tumour_volume_mm3": voxels * float(abs(np.linalg.det(a[:3, :3]))),
-        "longest_axial_diameter_mm": longest_axial_diameter(mask, a),
+        "longest_axial_diameter_mm": _longest_axial_diameter(mask, a),
         "connected_components": int(components),
     }
