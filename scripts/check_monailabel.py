@@ -145,6 +145,10 @@ def prepare(work: Path, num_phantoms: int) -> tuple[Path, Path, list[str]]:
         )
         say(f"  {bundle}: {Path(zip_path).name} unpacked to {app / 'model' / bundle}")
     bake_train_overrides(app / "model" / "smart_seg")
+    # what a finished MONAI Label training leaves beside model.pt: the app must not offer it as weights
+    shutil.copy(
+        app / "model" / "smart_seg" / "models" / "model.pt", app / "model" / "smart_seg" / "models" / "checkpoint.pt"
+    )
 
     studies = work / "studies"
     (studies / "labels" / "final").mkdir(parents=True)
@@ -264,6 +268,10 @@ def check_server(server: Server, studies: Path, ids: list[str], args) -> None:
     say(f"GET /info/: models {types}, trainers {sorted(trainers)}, labels {info.get('labels')}")
     if types != {"smart_seg": "segmentation", "smart_response": "classification"} or sorted(trainers) != ["smart_seg"]:
         raise CheckFailed(f"/info/ should list smart_seg (segmentation, with a trainer) and smart_response: {types}")
+    offered = {name: models[name].get("config", {}).get("model_filename") for name in models}
+    say(f"GET /info/: weights offered {offered}")
+    if any(files != ["model.pt"] for files in offered.values()):
+        raise CheckFailed(f"/info/ should offer only model.pt as weights (checkpoint.pt sits beside it): {offered}")
 
     sample = request("POST /activelearning/first", client.next_sample, "first", {})
     say(f"POST /activelearning/first: {sample.get('id')} (the unlabelled image)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,6 +57,34 @@ def run_command(
             f"{' '.join(proc.args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         )
     return proc.stdout + proc.stderr
+
+
+def run_together(
+    commands: Sequence[Sequence],
+    cwd: str | Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    env: dict | None = None,
+) -> str:
+    """Run ``commands`` at the same time (e.g. one ``torchrun`` per node); returns their outputs joined, or fails the
+    test if any fails or all have not finished within ``timeout`` seconds (the rest are then killed)."""
+    procs = [
+        subprocess.Popen(
+            [str(a) for a in c], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        for c in commands
+    ]
+    outputs, deadline = [], time.monotonic() + timeout
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=max(deadline - time.monotonic(), 1))[0])
+    except subprocess.TimeoutExpired:
+        for proc in procs:
+            proc.kill()
+        raise AssertionError(f"{len(procs)} commands did not finish within {timeout} s: {commands}") from None
+    for proc, out in zip(procs, outputs):
+        if proc.returncode != 0:
+            raise AssertionError(f"{' '.join(proc.args)} failed ({proc.returncode}):\n{out[-3000:]}")
+    return "\n".join(outputs)
 
 
 def monai_bundle(

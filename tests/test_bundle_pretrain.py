@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from smart_nets.networks.nets import SMARTSwin
-from tests.helpers import REPO, configs, run_bundle, run_command, verify_bundle
+from tests.helpers import REPO, configs, run_bundle, run_together, verify_bundle
 
 BUNDLE = REPO / "bundles" / "smart_pretrain"
 
@@ -43,24 +43,31 @@ def test_demo_run_writes_checkpoint_and_encoder_then_resumes(bundle):
     assert torch.load(models / "checkpoint.pt", weights_only=True)["trainer"]["iteration"] == 6
 
 
-def test_torchrun_two_processes_gloo_keep_identical_students_and_one_collapse_log(bundle, tmp_path):
+def test_torchrun_two_nodes_gloo_keep_identical_students_one_collapse_log_and_share_a_disk_cache(bundle, tmp_path):
     override = tmp_path / "test_ddp.json"
     save = "$torch.save(smart_nets.engines.unwrap(@network).state_dict(), @bundle_root + f'/rank{dist.get_rank()}.pt')"
     override.write_text(
         "{"
-        '"backend": "gloo", "batch_size": 1, "max_epochs": 1, "log_every": 1,'
+        '"backend": "gloo", "batch_size": 1, "max_epochs": 1, "log_every": 1, "cache": "disk",'
         f'"finalize": ["{save}", "$dist.destroy_process_group()"]'
         "}"
     )
     env_root = bundle / "smart_pretrain"
     config_files = configs(env_root, "train.json", "multi_gpu_train.json", "demo.json", override)
-    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
-    args += ["-m", "monai.bundle", "run", "--config_file", config_files, "--bundle_root", str(env_root)]
+    # two "nodes" of one process each over loopback: the multi-node launch of the docs (global rank 1 has
+    # LOCAL_RANK 0, so rank-0-only work must follow the global rank)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1"]
+    launch += ["--master_addr", "127.0.0.1", "--master_port", "29517"]
+    args = ["-m", "monai.bundle", "run", "--config_file", config_files, "--bundle_root", str(env_root)]
     args += ["--dataset_dir", str(bundle / "data")]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     # the collapse monitor all-reduces its window on both ranks (a rank without it would hang) and logs on rank 0 only
-    log = run_command(args, cwd=bundle, timeout=600, env=env)
+    log = run_together(
+        [launch + ["--node_rank", str(node)] + args for node in (0, 1)], cwd=bundle, timeout=600, env=env
+    )
     assert log.count("collapse monitor, iteration 1:") == 1 and log.count("collapse monitor, iteration 2:") == 1, log
+    # both ranks preprocessed their half of the 4 training phantoms into the one shared disk cache
+    assert len(list((env_root / "cache").glob("*.pt"))) == 4
     rank0 = torch.load(env_root / "rank0.pt", weights_only=True)
     rank1 = torch.load(env_root / "rank1.pt", weights_only=True)
     assert rank0.keys() == rank1.keys()

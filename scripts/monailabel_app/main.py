@@ -96,6 +96,10 @@ class SmartBundleApp(MONAILabelApp):
             )
             if not task.is_valid():
                 raise RuntimeError(f"MONAI Label cannot serve bundle {name!r} from {path}; see the log above")
+            # MONAI Label offers every models/*.pt as a choice of weights; only model.pt holds the network (a
+            # training run leaves its resumable checkpoint.pt beside it, which would load nothing and serve random
+            # weights with a warning)
+            task._config["model_filename"] = ["model.pt"]
             logger.info(f"+++ Adding Inferer:: {name} => {task.type} ({path})")
             infers[name] = task
         return infers

@@ -1,4 +1,5 @@
-"""Data: synthetic CT phantoms, DICOM series writing, DICOM-SEG mask writing, datalist loading, atomic image writers.
+"""Data: synthetic CT phantoms, training datasets with caching, DICOM series and DICOM-SEG writing, datalist
+loading, atomic image writers.
 
 Names load on first access (PEP 562) so that ``python -m smart_nets.data.phantoms`` runs its module only once.
 """
@@ -22,6 +23,8 @@ _NAMES = {
     "check_output_format": "dicom_seg",
     "write_dicom_seg": "dicom_seg",
     "AtomicNibabelWriter": "writers",
+    "CACHE_MODES": "datasets",
+    "make_dataset": "datasets",
 }
 __all__ = sorted(_NAMES)
 
@@ -29,6 +32,6 @@ __all__ = sorted(_NAMES)
 def __getattr__(name: str):
     if name in _NAMES:
         return getattr(importlib.import_module(f"smart_nets.data.{_NAMES[name]}"), name)
-    if name in {"phantoms", "datalist", "dicom", "dicom_seg", "writers"}:
+    if name in {"phantoms", "datalist", "datasets", "dicom", "dicom_seg", "writers"}:
         return importlib.import_module(f"smart_nets.data.{name}")
     raise AttributeError(f"module 'smart_nets.data' has no attribute {name!r}")
