@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from inference_speed import PeakMemory, _ints  # noqa: E402
+from phantom_baselines import dice  # noqa: E402
 
 
 def phantom(seed: int, shape: tuple[int, ...], spacing: float | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,12 +136,6 @@ def run_path(name: str, build: Callable[[], torch.nn.Module], volume, args) -> d
     return {"seconds": seconds, "setup_seconds": setup, "peak_gib": peak.gib, "probs": probs}
 
 
-def dice(pred: torch.Tensor, truth: torch.Tensor) -> float:
-    inter = float((pred & truth).sum())
-    total = float(pred.sum() + truth.sum())
-    return 2 * inter / total if total else 1.0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--feature_size", type=int, default=48)
@@ -159,6 +154,7 @@ def main() -> None:
     from monai.networks.nets import SwinUNETR
 
     from smart_nets.export import export_onnx
+    from smart_nets.io import read_checkpoint
     from smart_nets.networks.nets import SMARTUNETR, SMARTSwin
 
     threads = torch.get_num_threads()
@@ -168,7 +164,7 @@ def main() -> None:
     arch = dict(feature_size=args.feature_size, depths=args.depths, num_heads=args.heads)
     smart = SMARTUNETR(SMARTSwin(in_channels=1, window_size=4, **arch), out_channels=2).eval()
     if args.checkpoint:
-        smart.load_state_dict(torch.load(args.checkpoint, map_location="cpu", weights_only=True))
+        smart.load_state_dict(read_checkpoint(args.checkpoint))  # strict: every tensor must match
     swin = SwinUNETR(in_channels=1, out_channels=2, feature_size=args.feature_size, use_flash_attention=True).eval()
     tmp = tempfile.TemporaryDirectory()
     shape = (1, 1, *(args.roi,) * 3)
@@ -218,7 +214,7 @@ def report(rows: dict, tumour: torch.Tensor, args, threads: int) -> None:
             out["agreement_with_eager_fp32"] = float((labels == ref_labels).float().mean())
             out["max_probability_difference"] = float((row["probs"] - reference).abs().max())
             if args.checkpoint:
-                out["tumour_dice"] = dice(labels.bool(), tumour)
+                out["tumour_dice"] = dice(labels.bool().numpy(), tumour.numpy())
         table[name] = out
     lines = [
         "# Whole-CT segmentation on CPU: SMARTUNETR paths against MONAI's SwinUNETR (issue 19)",

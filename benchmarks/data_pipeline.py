@@ -84,32 +84,23 @@ def build_chain(pixdim: tuple, roi: int):
     return parser.get_parsed_content("train#preprocessing")
 
 
-def per_transform_seconds(items: list, chain) -> dict:
-    """Median seconds of each transform of ``chain`` over ``items`` (applied in order, random ones seeded)."""
+def per_transform_seconds(items: list, chain) -> tuple[dict, list[int]]:
+    """Median seconds of each transform of ``chain`` over ``items`` (applied in order, random ones seeded), and the
+    spatial shape of the first item after the deterministic start of the chain (what the caches hold)."""
     from monai.transforms import Randomizable
 
     times: dict[str, list[float]] = {}
+    cached_shape: list[int] = []
     for i, item in enumerate(items):
         data = dict(item)
         for t in chain.transforms:
             if isinstance(t, Randomizable):
+                cached_shape = cached_shape or list(data["image"].shape[1:])
                 t.set_random_state(seed=i)
             start = time.perf_counter()
             data = t(data)
             times.setdefault(type(t).__name__, []).append(time.perf_counter() - start)
-    return {name: statistics.median(v) for name, v in times.items()}
-
-
-def preprocessed(item: dict, chain) -> dict:
-    """``item`` through the deterministic start of ``chain``: what the caches hold."""
-    from monai.transforms import Randomizable
-
-    data = dict(item)
-    for t in chain.transforms:
-        if isinstance(t, Randomizable):
-            break
-        data = t(data)
-    return data
+    return {name: statistics.median(v) for name, v in times.items()}, cached_shape
 
 
 def epoch_seconds(dataset) -> list[float]:
@@ -206,8 +197,7 @@ def main() -> None:
     print(f"timing {len(items)} volumes", flush=True)
     results: dict = {"machine": f"cpu x{os.cpu_count()} (1 thread per worker)", "config": vars(args).copy()}
     results["input_mib"] = statistics.mean(p.stat().st_size for p in images) / 2**20
-    results["per_transform_seconds"] = per_transform_seconds(items, chain)
-    results["resampled_shape"] = list(preprocessed(items[0], chain)["image"].shape[1:])
+    results["per_transform_seconds"], results["resampled_shape"] = per_transform_seconds(items, chain)
     with tempfile.TemporaryDirectory(dir=work) as cache_dir:
         results.update(measure(items, chain, args.epochs, cache_dir))
     text = report(results, args)
