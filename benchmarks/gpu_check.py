@@ -13,8 +13,9 @@ tiny networks, to test this script). With CUDA it:
    with ``inference.json`` (PyTorch), ``inference_onnx.json`` (onnxruntime) and, where TensorRT is importable,
    ``inference_trt.json`` in fp16 and fp32 (``trt_required``), printing seconds per run and the agreement of each
    runtime's masks or probabilities with PyTorch's;
-4. runs ``benchmarks/encoder_speed.py``, ``benchmarks/pretrain_step.py`` and ``benchmarks/inference_speed.py`` on
-   the GPU.
+4. runs ``benchmarks/encoder_speed.py``, ``benchmarks/pretrain_step.py`` (paper scale, every mode of
+   ``PRETRAIN_MODES`` with FLOPs, MFU and operator profiles, written beside ``--out`` as
+   ``pretrain_step_gpu.{json,md}``) and ``benchmarks/inference_speed.py`` on the GPU.
 
     python benchmarks/gpu_check.py [--out results.json] [--quick]
 """
@@ -34,6 +35,8 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+# benchmarks/pretrain_step.py --modes for item 4: precision, fused AdamW, torch.compile, CUDA graphs
+PRETRAIN_MODES = "fp32,fp32+tf32,bf16,bf16+fused,bf16+fused+compile,bf16+fused+cudagraphs"
 sys.path.insert(0, str(HERE.parent))
 
 
@@ -243,12 +246,15 @@ def main() -> None:
             ["benchmarks/encoder_speed.py", "--device", "cuda", "--feature_size", "48", "--depths", "2,2,8,2"]
             + ["--heads", "4,4,8,16", "--batch", "4", "--repeats", "10"]
         )
-        results["pretrain_step_bf16"] = _script(
-            ["benchmarks/pretrain_step.py", "--device", "cuda", "--amp", "--sizes", "96", "--feature_size", "48"]
-            + ["--depths", "2,2,2,2", "--steps", "5", "--warmup", "2"]
+        # issue 19: the paper-scale step in every mode against Tang's, with FLOPs, MFU and where each loses time
+        step_out = Path(args.out).with_name("pretrain_step_gpu") if args.out else Path(tempfile.mkdtemp()) / "step"
+        results["pretrain_step_modes"] = _script(
+            ["benchmarks/pretrain_step.py", "--device", "cuda", "--sizes", "96", "--feature_size", "48"]
+            + ["--depths", "2,2,8,2", "--heads", "4,4,8,16", "--modes", PRETRAIN_MODES, "--flops", "--profile", "25"]
+            + ["--warmup", "3", "--steps", "10", "--rounds", "1", "--out", str(step_out)]
         )
         results["inference_speed"] = _script(["benchmarks/inference_speed.py", "--device", "cuda"])
-        for key in ("encoder_speed_bf16", "encoder_speed_fp32", "pretrain_step_bf16", "inference_speed"):
+        for key in ("encoder_speed_bf16", "encoder_speed_fp32", "pretrain_step_modes", "inference_speed"):
             print(key, results[key], flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
