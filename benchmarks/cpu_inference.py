@@ -1,34 +1,54 @@
 """Whole-CT segmentation on a CPU: every way the seg bundle can run SMARTUNETR against MONAI's SwinUNETR at the same
-feature size in its own fastest setting, side by side in one process.
+feature size in its own fastest setting, side by side in one run.
 
-One sliding-window inference (MONAI ``SlidingWindowInferer``, ROI 96^3, overlap 0.5, Gaussian blending) over a
-192x192x128 phantom CT (windowed to [-1000, 400] HU and scaled to [0, 1], as the bundle does) per path, after a
-warm-up window batch (one-time costs such as building an onnxruntime session or compiling are reported apart):
+One sliding-window inference (MONAI ``SlidingWindowInferer``, ROI 96^3, overlap 0.5, Gaussian blending, batches of 4
+windows) over a 192x192x128 phantom CT (windowed to [-1000, 400] HU and scaled to [0, 1], as the bundle does) per
+path, each path in its own process (so that its memory is its own), after a warm-up window batch (one-time costs such
+as building an onnxruntime session, quantizing or compiling are reported apart as the first round's setup):
 
 - SwinUNETR (MONAI, feature size 48, its default depths and heads, ``use_flash_attention=True``): eager fp32 and
   onnxruntime fp32. The faster of the two is the baseline.
 - SMARTUNETR (feature size 48, depths 2,2,8,2, heads 4,4,8,16, the bundle's network): eager fp32 (the reference
-  every agreement is measured against), eager fp32 channels-last, eager bf16 autocast (oneDNN; fast only on CPUs
-  with AVX512-BF16 or AMX), onnxruntime fp32 (``inference_onnx.json``), onnxruntime int8 (static QDQ, calibrated on
-  windows of a *different* phantom), and optionally ``torch.compile`` (``--compile``).
+  every agreement is measured against; ``inference.json``), eager bf16 (``inference_bf16.json``:
+  ``smart_nets.networks.nets.Autocast``; fast only on CPUs with AVX512-BF16 or AMX), onnxruntime fp32
+  (``inference_onnx.json``), onnxruntime int8 of every operator but the output convolution (``quantize.json``:
+  ``smart_nets.export.quantize_onnx``, static QDQ, calibrated on windows of a *different* phantom) and of the
+  convolutions only (``--int8_op_types "['Conv']"``), and optionally ``torch.compile`` (``--compile``).
 
-Each row: seconds, ratio to the baseline (goal <= 0.5x), peak resident memory above the start (``VmHWM``), the share of
-voxels whose argmax agrees with eager fp32 (goal >= 99.9%), and with ``--checkpoint`` (a trained seg ``model.pt`` of
-this architecture) the tumour Dice against the phantom's mask. Without a checkpoint the weights are random, whose
-logits sit near the decision boundary almost everywhere: the harshest case for agreement, and Dice means nothing.
+Every PyTorch path runs with ``smart_nets.runtime.keep_freed_memory()`` (glibc keeps freed activations for reuse; what
+``inference_bf16.json`` does, and the fastest setting of MONAI's network too); ``--plain_malloc`` leaves glibc's
+defaults. The paths run in ``--rounds`` rounds (each path once per round, in turn), because this 2-core machine's
+speed drifts by 25% over minutes: each row gives the median seconds, the median of the per-round ratios to the same
+round's baseline (goal <= 0.5x) and each round's ratio, the process's peak resident memory (``VmHWM``:
+Python, libraries, weights and the run), the share of voxels whose argmax agrees with eager fp32 (goal >= 99.9%), and
+with ``--checkpoint`` (a trained seg ``model.pt`` of this architecture) the tumour Dice against the phantom's mask.
+Without a checkpoint the weights are random, whose logits sit near the decision boundary almost everywhere: the
+harshest case for agreement, and Dice means nothing.
 
     python benchmarks/cpu_inference.py --out benchmarks/results/cpu_inference       # ~15 min on 2 cores
     python benchmarks/cpu_inference.py --feature_size 12 --depths 1,1,1,1 --heads 1,2,3,6 --volume 96,96,64 --roi 64
-    # a trained demo-size seg model (its 5 mm voxels, 27 windows): agreement and Dice where logits mean something
-    python benchmarks/cpu_inference.py --feature_size 12 --depths 1,1,1,1 --heads 1,2,3,6 --roi 64 \
-        --volume 128,128,96 --spacing 5 --checkpoint path/to/smart_seg/models/model.pt
+    # a trained model: agreement and Dice where logits mean something (~30 min with 3 rounds; results/
+    # cpu_inference_trained_c48.md)
+    python benchmarks/cpu_inference.py --spacing 2.5 --checkpoint path/to/smart_seg/models/model.pt
+
+The trained model of ``benchmarks/results/cpu_inference_trained_c48.md`` is the seg bundle's own network (C 48, depths
+2,2,8,2) trained from scratch with its ``train.json`` on 16 phantoms at 2.5 mm (12 training, 4 validation; 40 epochs
+of 6 iterations at ROI 64, ~25 min on 2 cores; best validation Dice 0.48, kept as ``models/model.pt``)::
+
+    python -m smart_nets.data.phantoms data --num 16 --seed 0 --shape 128,128,128 --spacing 2.5,2.5,2.5 \
+        --tumour_radius 12,30
+    cd bundles/smart_seg && python -m monai.bundle run --config_file configs/train.json --bundle_root . \
+        --dataset_dir ../../data --pretrained_path "" --amp False --roi_size "[64,64,64]" --pixdim "[2.5,2.5,2.5]" \
+        --batch_size 2 --num_samples 1 --num_workers 0 --max_epochs 40 --val_interval 10 --learning_rate 0.0005 \
+        --warmup_epochs 2
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from inference_speed import PeakMemory, _ints  # noqa: E402
+from inference_speed import _ints  # noqa: E402
 from phantom_baselines import dice  # noqa: E402
 
 
@@ -56,12 +76,6 @@ def phantom(seed: int, shape: tuple[int, ...], spacing: float | None) -> tuple[t
     return torch.from_numpy(image)[None, None], torch.from_numpy(case.tumour.astype(bool))
 
 
-def windows(volume: torch.Tensor, roi: int, n: int) -> list[np.ndarray]:
-    """``n`` ``(1, 1, roi, roi, roi)`` windows spread over ``volume`` (calibration data)."""
-    starts = [np.linspace(0, s - roi, n).astype(int) for s in volume.shape[2:]]
-    return [volume[..., x : x + roi, y : y + roi, z : z + roi].numpy().copy() for x, y, z in zip(*starts)]
-
-
 def onnx_session(path: str, threads: int):
     """An onnxruntime CPU module for ``path`` with ``threads`` intra-op threads."""
     from smart_nets.export import OnnxRuntimeModule
@@ -69,71 +83,103 @@ def onnx_session(path: str, threads: int):
     return OnnxRuntimeModule(path, providers=["CPUExecutionProvider"], num_threads=threads)
 
 
-def quantize_int8(fp32_path: str, out_path: str, calibration: list[np.ndarray]) -> None:
-    """Static QDQ int8 (per-channel weights, uint8 activations, min-max calibration) of ``fp32_path``."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter([{"image": c} for c in calibration])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    pre = out_path + ".pre.onnx"
-    quant_pre_process(fp32_path, pre, skip_symbolic_shape=True)
-    quantize_static(
-        pre,
-        out_path,
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
+SWIN_EAGER = "SwinUNETR eager fp32 (flash attention)"
+SWIN_ONNX = "SwinUNETR onnxruntime fp32"
+REFERENCE = "SMARTUNETR eager fp32"
+PATHS = (
+    SWIN_EAGER,
+    SWIN_ONNX,
+    REFERENCE,
+    "SMARTUNETR eager bf16 (inference_bf16.json)",
+    "SMARTUNETR onnxruntime fp32 (inference_onnx.json)",
+    "SMARTUNETR onnxruntime int8 (quantize.json)",
+    "SMARTUNETR onnxruntime int8 of the convolutions only",
+)
+COMPILED = "SMARTUNETR torch.compile fp32"
+PATHS_AND_COMPILED = PATHS + (COMPILED,)
 
 
-class Bf16(torch.nn.Module):
-    """``net`` under CPU bf16 autocast, returning float32 (what the inferer blends)."""
+def _networks(args) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The SMARTUNETR (trained with ``--checkpoint``, else seeded random) and MONAI's SwinUNETR, in eval mode."""
+    from monai.networks.nets import SwinUNETR
 
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
+    from smart_nets.io import read_checkpoint
+    from smart_nets.networks.nets import SMARTUNETR, SMARTSwin
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return self.net(x).float()
-
-
-class ChannelsLast(torch.nn.Module):
-    """``net`` (converted to channels-last 3D) fed channels-last input."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net.to(memory_format=torch.channels_last_3d)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.contiguous(memory_format=torch.channels_last_3d)).contiguous()
+    torch.manual_seed(0)
+    arch = dict(feature_size=args.feature_size, depths=args.depths, num_heads=args.heads)
+    smart = SMARTUNETR(SMARTSwin(in_channels=1, window_size=4, **arch), out_channels=2).eval()
+    if args.checkpoint:
+        smart.load_state_dict(read_checkpoint(args.checkpoint))  # strict: every tensor must match
+    swin = SwinUNETR(in_channels=1, out_channels=2, feature_size=args.feature_size, use_flash_attention=True).eval()
+    return smart, swin
 
 
-def run_path(name: str, build: Callable[[], torch.nn.Module], volume, args) -> dict:
-    """Build the predictor, warm it up on one window batch, then time one whole-volume sliding window."""
+def build(name: str, args, work: Path) -> torch.nn.Module:
+    """The predictor of path ``name``: the network the bundle config of that path would run."""
+    from smart_nets.export import calibration_windows, export_onnx, quantize_onnx
+    from smart_nets.networks.nets import Autocast
+
+    smart, swin = _networks(args)
+    threads = torch.get_num_threads()
+    shape = (1, 1, *(args.roi,) * 3)
+
+    def exported(net: torch.nn.Module, stem: str) -> str:
+        path = work / f"{stem}.onnx"
+        if not path.exists():  # the graphs are shared by the paths (and processes) that serve them
+            export_onnx(net, str(path), shape)
+        return str(path)
+
+    def int8(op_types: tuple[str, ...] | None) -> torch.nn.Module:  # as quantize.json does (output conv float32)
+        path = work / f"smart_int8_{'_'.join(op_types or ('all',))}.onnx"
+        if not path.exists():  # quantized in the first round, reused by the later ones
+            calibration = calibration_windows([phantom(1, args.volume, args.spacing)[0][0]], (args.roi,) * 3, 8)
+            quantize_onnx(exported(smart, "smart"), path, calibration, op_types)
+        return onnx_session(str(path), threads)
+
+    builders: dict[str, Callable[[], torch.nn.Module]] = {
+        SWIN_EAGER: lambda: swin,
+        SWIN_ONNX: lambda: onnx_session(exported(swin, "swin"), threads),
+        REFERENCE: lambda: smart,
+        PATHS[3]: lambda: Autocast(smart, "cpu", "bfloat16"),
+        PATHS[4]: lambda: onnx_session(exported(smart, "smart"), threads),
+        PATHS[5]: lambda: int8(None),
+        PATHS[6]: lambda: int8(("Conv",)),
+        COMPILED: lambda: torch.compile(smart),
+    }
+    return builders[name]()
+
+
+def _peak_gib() -> float:
+    """This process's resident high-water mark (``VmHWM``) in GiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def run_path(name: str, args, work: Path) -> dict:
+    """In this (fresh) process: build the predictor, warm it up on one window batch, time one sliding window over
+    the phantom, and save the probabilities for the parent to compare."""
     from monai.inferers import SlidingWindowInferer
 
-    print(f"  {name} ...", flush=True)
+    from smart_nets.runtime import keep_freed_memory
+
+    if not name.startswith(("SwinUNETR onnx", "SMARTUNETR onnx")) and not args.plain_malloc:
+        keep_freed_memory()
+    volume, _ = phantom(0, args.volume, args.spacing)
     start = time.perf_counter()
-    net = build()
+    net = build(name, args, work)
     with torch.no_grad():
         net(torch.rand(args.sw_batch, 1, *(args.roi,) * 3))  # warm-up: sessions, compilation, oneDNN primitives
     setup = time.perf_counter() - start
     inferer = SlidingWindowInferer((args.roi,) * 3, sw_batch_size=args.sw_batch, overlap=0.5, mode="gaussian")
-    with torch.no_grad(), PeakMemory(torch.device("cpu")) as peak:
+    with torch.no_grad():
         start = time.perf_counter()
         probs = torch.softmax(inferer(volume, net), 1)
         seconds = time.perf_counter() - start
-    print(f"    {seconds:.1f} s (setup {setup:.1f} s), peak {peak.gib:.2f} GiB", flush=True)
-    return {"seconds": seconds, "setup_seconds": setup, "peak_gib": peak.gib, "probs": probs}
+    np.save(work / f"probs_{PATHS_AND_COMPILED.index(name)}.npy", probs[0].numpy())
+    return {"seconds": seconds, "setup_seconds": setup, "peak_gib": _peak_gib()}
 
 
 def main() -> None:
@@ -145,71 +191,65 @@ def main() -> None:
     parser.add_argument("--volume", type=_ints, default=(192, 192, 128))
     parser.add_argument("--spacing", type=float, default=None, help="voxel size in mm (default: 320 mm / volume)")
     parser.add_argument("--sw_batch", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over every path (medians count)")
     parser.add_argument("--checkpoint", default=None, help="a trained seg model.pt of this architecture")
     parser.add_argument("--compile", action="store_true", help="also torch.compile (minutes of compilation)")
+    parser.add_argument("--plain_malloc", action="store_true", help="glibc's default allocator settings throughout")
     parser.add_argument("--skip", default="", help="comma-separated path names to leave out")
     parser.add_argument("--out", default=None, help="write <out>.json and <out>.md")
+    parser.add_argument("--path", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--work", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    from monai.networks.nets import SwinUNETR
-
-    from smart_nets.export import export_onnx
-    from smart_nets.io import read_checkpoint
-    from smart_nets.networks.nets import SMARTUNETR, SMARTSwin
-
     threads = torch.get_num_threads()
-    torch.manual_seed(0)
-    volume, tumour = phantom(0, args.volume, args.spacing)
-    calibration = windows(phantom(1, args.volume, args.spacing)[0], args.roi, 8)
-    arch = dict(feature_size=args.feature_size, depths=args.depths, num_heads=args.heads)
-    smart = SMARTUNETR(SMARTSwin(in_channels=1, window_size=4, **arch), out_channels=2).eval()
-    if args.checkpoint:
-        smart.load_state_dict(read_checkpoint(args.checkpoint))  # strict: every tensor must match
-    swin = SwinUNETR(in_channels=1, out_channels=2, feature_size=args.feature_size, use_flash_attention=True).eval()
-    tmp = tempfile.TemporaryDirectory()
-    shape = (1, 1, *(args.roi,) * 3)
-
-    def exported(net: torch.nn.Module, name: str) -> str:
-        path = str(Path(tmp.name) / f"{name}.onnx")
-        if not Path(path).exists():
-            export_onnx(net, path, shape)
-        return path
-
-    def int8() -> torch.nn.Module:
-        path = str(Path(tmp.name) / "smart_int8.onnx")
-        quantize_int8(exported(smart, "smart"), path, calibration)
-        return onnx_session(path, threads)
-
-    def compiled() -> torch.nn.Module:
-        return torch.compile(smart)
-
-    paths: dict[str, Callable[[], torch.nn.Module]] = {
-        "SwinUNETR eager fp32 (flash attention)": lambda: swin,
-        "SwinUNETR onnxruntime fp32": lambda: onnx_session(exported(swin, "swin"), threads),
-        "SMARTUNETR eager fp32": lambda: smart,
-        "SMARTUNETR eager fp32 channels-last": lambda: ChannelsLast(copy.deepcopy(smart)).eval(),
-        "SMARTUNETR eager bf16": lambda: Bf16(smart),
-        "SMARTUNETR onnxruntime fp32": lambda: onnx_session(exported(smart, "smart"), threads),
-        "SMARTUNETR onnxruntime int8 (QDQ)": int8,
-    }
-    if args.compile:
-        paths["SMARTUNETR torch.compile fp32"] = compiled
+    if args.path:
+        print(json.dumps(run_path(args.path, args, Path(args.work))))
+        return
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    names = [n for n in PATHS + ((COMPILED,) if args.compile else ()) if n not in skip]
+    if REFERENCE not in names:
+        raise SystemExit(f"--skip cannot leave out {REFERENCE!r}: every agreement is measured against it")
     print(f"cpu x{threads}, torch {torch.__version__}, {vars(args)}", flush=True)
-    rows = {name: run_path(name, build, volume, args) for name, build in paths.items() if name not in skip}
+    argv = [a for a in sys.argv[1:] if not a.startswith("--out")]
+    if "--out" in sys.argv:
+        i = sys.argv.index("--out")
+        argv = sys.argv[1:i] + sys.argv[i + 2 :]
+    rows: dict[str, dict] = {n: {"runs_seconds": [], "setup_seconds": [], "peak_gib": []} for n in names}
+    with tempfile.TemporaryDirectory() as work:
+        for round_ in range(args.rounds):
+            for name in names:
+                print(f"  round {round_ + 1}/{args.rounds}: {name} ...", flush=True)
+                cmd = [sys.executable, __file__, *argv, "--path", name, "--work", work]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"{name} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+                run = json.loads(proc.stdout.strip().splitlines()[-1])
+                for key in ("seconds", "setup_seconds", "peak_gib"):
+                    rows[name]["runs_seconds" if key == "seconds" else key].append(run[key])
+                print(
+                    f"    {run['seconds']:.1f} s (setup {run['setup_seconds']:.1f} s), peak {run['peak_gib']:.2f} GiB"
+                )
+        for name in names:  # every round gives the same probabilities: the last one's are kept
+            probs = np.load(Path(work) / f"probs_{PATHS_AND_COMPILED.index(name)}.npy")
+            rows[name]["probs"] = torch.from_numpy(probs)[None]
+    _, tumour = phantom(0, args.volume, args.spacing)
     report(rows, tumour, args, threads)
 
 
 def report(rows: dict, tumour: torch.Tensor, args, threads: int) -> None:
-    """Ratios to the baseline, agreement with eager fp32, Dice (with a checkpoint); printed, and written to --out."""
-    baseline = min((r["seconds"], n) for n, r in rows.items() if n.startswith("SwinUNETR"))
-    reference = rows["SMARTUNETR eager fp32"]["probs"]
+    """Medians over rounds, ratios to the baseline round by round, agreement with eager fp32, Dice (with a
+    checkpoint); printed, and written to --out."""
+    median = statistics.median
+    baseline = min((median(r["runs_seconds"]), n) for n, r in rows.items() if n.startswith("SwinUNETR"))
+    base_runs = rows[baseline[1]]["runs_seconds"]
+    reference = rows[REFERENCE]["probs"]
     ref_labels = reference.argmax(1)[0]
     table = {}
     for name, row in rows.items():
         labels = row["probs"].argmax(1)[0]
-        out = {k: v for k, v in row.items() if k != "probs"}
-        out["ratio_to_baseline"] = row["seconds"] / baseline[0]
+        ratios = [s / b for s, b in zip(row["runs_seconds"], base_runs)]  # paired: the same round's baseline
+        out = {"seconds": median(row["runs_seconds"]), "runs_seconds": row["runs_seconds"]}
+        out |= {"setup_seconds": row["setup_seconds"][0], "peak_gib": max(row["peak_gib"])}
+        out |= {"ratio_to_baseline": median(ratios), "ratios_to_baseline": ratios}
         if name.startswith("SMARTUNETR"):
             out["agreement_with_eager_fp32"] = float((labels == ref_labels).float().mean())
             out["max_probability_difference"] = float((row["probs"] - reference).abs().max())
@@ -221,27 +261,31 @@ def report(rows: dict, tumour: torch.Tensor, args, threads: int) -> None:
         "",
         f"Command: `python benchmarks/cpu_inference.py {' '.join(sys.argv[1:])}`",
         f"CPU x{threads} threads, torch {torch.__version__}; sliding window over {'x'.join(map(str, args.volume))}, "
-        f"ROI {args.roi}^3, overlap 0.5, Gaussian, sw_batch {args.sw_batch}; feature size {args.feature_size}; "
-        f"weights: {args.checkpoint or 'random (agreement: harshest case; no Dice)'}. Baseline: {baseline[1]}.",
+        f"ROI {args.roi}^3, overlap 0.5, Gaussian, sw_batch {args.sw_batch}; {args.rounds} rounds over the paths, "
+        f"medians; feature size {args.feature_size}; "
+        f"weights: {args.checkpoint or 'random (agreement: harshest case; no Dice)'}. Baseline: {baseline[1]}. "
+        f"One process per path; PyTorch paths "
+        + ("with glibc's default malloc." if args.plain_malloc else "with `smart_nets.runtime.keep_freed_memory()`."),
         "",
-        "| path | seconds | x baseline (goal <= 0.5) | setup s | peak GiB | argmax agrees with eager fp32 "
-        + "| max prob diff |"
+        "| path | seconds | x baseline (goal <= 0.5) | per round | setup s | process peak GiB "
+        + "| argmax agrees with eager fp32 | max prob diff |"
         + (" Dice |" if args.checkpoint else ""),
-        "| --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if args.checkpoint else ""),
+        "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if args.checkpoint else ""),
     ]
     for name, r in table.items():
         agree = f"{100 * r['agreement_with_eager_fp32']:.4f}%" if "agreement_with_eager_fp32" in r else "-"
         diff = f"{r['max_probability_difference']:.2e}" if "max_probability_difference" in r else "-"
-        cells = [name, f"{r['seconds']:.1f}", f"{r['ratio_to_baseline']:.2f}", f"{r['setup_seconds']:.1f}"]
+        cells = [name, f"{r['seconds']:.1f}", f"{r['ratio_to_baseline']:.2f}"]
+        cells += [", ".join(f"{x:.2f}" for x in r["ratios_to_baseline"]), f"{r['setup_seconds']:.1f}"]
         cells += [f"{r['peak_gib']:.2f}", agree, diff] + (
-            [f"{r.get('tumour_dice', float('nan')):.3f}"] if args.checkpoint else []
+            [f"{r['tumour_dice']:.3f}" if "tumour_dice" in r else "-"] if args.checkpoint else []
         )
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        config = {k: v for k, v in vars(args).items() if k != "out"}
+        config = {k: v for k, v in vars(args).items() if k not in ("out", "path", "work")}
         Path(f"{args.out}.json").write_text(json.dumps({"config": config, "paths": table}, indent=2))
         Path(f"{args.out}.md").write_text(text)
 

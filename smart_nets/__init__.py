@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 _SUBPACKAGES = (
     "cluster",
@@ -20,6 +20,7 @@ _SUBPACKAGES = (
     "losses",
     "metrics",
     "networks",
+    "runtime",
     "transforms",
     "zoo",
 )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import onnx
 import pytest
 
 from smart_nets.data import make_phantom
@@ -103,8 +104,9 @@ def test_inference_writes_masks_in_the_input_space_from_nifti_and_dicom(trained)
 
 def test_onnx_and_tensorrt_configs_reproduce_the_pytorch_masks(trained):
     """Export the trained model with `onnx_export`, then run the same sliding-window pipeline (8 windows in batches of
-    4 and fewer: the dynamic batch axis) on PyTorch, onnxruntime and the TensorRT config (which, without CUDA and
-    TensorRT, falls back to PyTorch with a warning, or stops when `trt_required` is set)."""
+    4 and fewer: the dynamic batch axis) on PyTorch, onnxruntime, the TensorRT config (which, without CUDA and
+    TensorRT, falls back to PyTorch with a warning, or stops when `trt_required` is set) and the CPU fast paths (bf16
+    autocast; the int8 graph quantize.json writes)."""
     root = trained / "smart_seg"
     phantom = make_phantom(7, shape=(96, 96, 48), spacing=(5.0, 5.0, 10.0))
     nib.save(nib.Nifti1Image(phantom.image, phantom.affine), trained / "large.nii.gz")
@@ -112,15 +114,28 @@ def test_onnx_and_tensorrt_configs_reproduce_the_pytorch_masks(trained):
     common = {"datalist": f"['{trained}/large.nii.gz']"}
     export_demo_onnx(root)
     masks, logs, trt = {}, {}, "inference_trt.json"
-    for name, extra in (("torch", []), ("onnx", ["inference_onnx.json"]), ("trt", [trt])):
+    runs = (("torch", []), ("onnx", ["inference_onnx.json"]), ("trt", [trt]), ("bf16", ["inference_bf16.json"]))
+    for name, extra in runs:
         out = trained / f"pred_{name}"
         logs[name] = run_bundle(root, configs + extra, **common, output_dir=out)
         masks[name] = np.asanyarray(nib.load(out / "large_seg.nii.gz").dataobj)
     assert masks["torch"].shape == phantom.image.shape and 0 < masks["torch"].mean() < 0.5
     assert (masks["onnx"] == masks["torch"]).mean() >= 0.999
     assert "serves" in logs["onnx"] and "model.onnx" in logs["onnx"]
+    assert (masks["bf16"] == masks["torch"]).mean() >= 0.99 and "keeps freed memory" in logs["bf16"]
     np.testing.assert_array_equal(masks["trt"], masks["torch"])
     assert "TensorRT is unavailable" in logs["trt"] and "running the PyTorch network instead" in logs["trt"]
+
+    # the CPU fast path: quantize the exported graph on the training phantoms, then serve the int8 graph
+    int8 = root / "models" / "model_int8.onnx"
+    calibration = str([str(p) for p in sorted((trained / "data" / "imagesTr").glob("*.nii.gz"))[:2]])
+    run_bundle(root, ["inference.json", "demo.json", "quantize.json"], datalist=calibration)
+    graph = onnx.load(str(int8)).graph
+    assert sum(n.op_type == "DequantizeLinear" for n in graph.node) > 10  # the convolutions' inputs and weights
+    out = trained / "pred_int8"
+    log = run_bundle(root, configs + ["inference_onnx.json"], **common, output_dir=out, onnx_path=str(int8))
+    assert "model_int8.onnx" in log
+    assert (np.asanyarray(nib.load(out / "large_seg.nii.gz").dataobj) == masks["torch"]).mean() >= 0.99
 
     stop = run_bundle_failure(root, configs + [trt], **common, output_dir=trained / "pred_stop", trt_required="True")
     assert "TensorRT is unavailable" in stop.stderr and "trt_required" in stop.stderr

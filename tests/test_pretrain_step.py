@@ -4,21 +4,17 @@ are the benchmark's business, not a test's)."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 
 import pytest
 import torch
 
-from tests.helpers import REPO
+from tests.helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("pretrain_step", REPO / "benchmarks" / "pretrain_step.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("pretrain_step")
 
 
 def test_modes_parse_and_misspelt_modes_are_refused(bench):

@@ -1,12 +1,14 @@
 """Networks referenced by the bundles' ``network_def``."""
 
 from smart_nets.networks.nets.attention_map import EncoderAttentionMap, attention_heatmap
+from smart_nets.networks.nets.autocast import Autocast, native_bf16_cpu
 from smart_nets.networks.nets.smart_classifier import SMARTClassifier
 from smart_nets.networks.nets.smart_pretrain import SMARTPretrainNet
 from smart_nets.networks.nets.smart_swin import ClassAttentionOutput, SMARTSwin, SMARTSwinOutput
 from smart_nets.networks.nets.smart_unetr import SMARTUNETR
 
 __all__ = [
+    "Autocast",
     "ClassAttentionOutput",
     "EncoderAttentionMap",
     "attention_heatmap",
@@ -15,4 +17,5 @@ __all__ = [
     "SMARTSwin",
     "SMARTSwinOutput",
     "SMARTUNETR",
+    "native_bf16_cpu",
 ]
