@@ -62,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from inference_speed import _ints  # noqa: E402
+from inference_speed import _ints, _rss_mib  # noqa: E402
 from phantom_baselines import dice  # noqa: E402
 
 
@@ -86,23 +86,17 @@ def onnx_session(path: str, threads: int):
 SWIN_EAGER = "SwinUNETR eager fp32 (flash attention)"
 SWIN_ONNX = "SwinUNETR onnxruntime fp32"
 REFERENCE = "SMARTUNETR eager fp32"
-PATHS = (
-    SWIN_EAGER,
-    SWIN_ONNX,
-    REFERENCE,
-    "SMARTUNETR eager bf16 (inference_bf16.json)",
-    "SMARTUNETR onnxruntime fp32 (inference_onnx.json)",
-    "SMARTUNETR onnxruntime int8 (quantize.json)",
-    "SMARTUNETR onnxruntime int8 of the convolutions only",
-)
+BF16 = "SMARTUNETR eager bf16 (inference_bf16.json)"
+ONNX = "SMARTUNETR onnxruntime fp32 (inference_onnx.json)"
+INT8 = "SMARTUNETR onnxruntime int8 (quantize.json)"
+INT8_CONV = "SMARTUNETR onnxruntime int8 of the convolutions only"
+PATHS = (SWIN_EAGER, SWIN_ONNX, REFERENCE, BF16, ONNX, INT8, INT8_CONV)
 COMPILED = "SMARTUNETR torch.compile fp32"
 PATHS_AND_COMPILED = PATHS + (COMPILED,)
 
 
-def _networks(args) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The SMARTUNETR (trained with ``--checkpoint``, else seeded random) and MONAI's SwinUNETR, in eval mode."""
-    from monai.networks.nets import SwinUNETR
-
+def _smart(args) -> torch.nn.Module:
+    """The SMARTUNETR (trained with ``--checkpoint``, else seeded random), in eval mode."""
     from smart_nets.io import read_checkpoint
     from smart_nets.networks.nets import SMARTUNETR, SMARTSwin
 
@@ -111,51 +105,50 @@ def _networks(args) -> tuple[torch.nn.Module, torch.nn.Module]:
     smart = SMARTUNETR(SMARTSwin(in_channels=1, window_size=4, **arch), out_channels=2).eval()
     if args.checkpoint:
         smart.load_state_dict(read_checkpoint(args.checkpoint))  # strict: every tensor must match
-    swin = SwinUNETR(in_channels=1, out_channels=2, feature_size=args.feature_size, use_flash_attention=True).eval()
-    return smart, swin
+    return smart
+
+
+def _swin(args) -> torch.nn.Module:
+    """MONAI's SwinUNETR at the same feature size, stock depths and heads, flash attention, seeded, in eval mode."""
+    from monai.networks.nets import SwinUNETR
+
+    torch.manual_seed(0)
+    return SwinUNETR(in_channels=1, out_channels=2, feature_size=args.feature_size, use_flash_attention=True).eval()
 
 
 def build(name: str, args, work: Path) -> torch.nn.Module:
-    """The predictor of path ``name``: the network the bundle config of that path would run."""
+    """The predictor of path ``name``: the network the bundle config of that path would run (only that network is
+    built, so that the process's peak memory is the path's own)."""
     from smart_nets.export import calibration_windows, export_onnx, quantize_onnx
     from smart_nets.networks.nets import Autocast
 
-    smart, swin = _networks(args)
     threads = torch.get_num_threads()
     shape = (1, 1, *(args.roi,) * 3)
 
-    def exported(net: torch.nn.Module, stem: str) -> str:
+    def exported(make: Callable[[], torch.nn.Module], stem: str) -> str:
         path = work / f"{stem}.onnx"
         if not path.exists():  # the graphs are shared by the paths (and processes) that serve them
-            export_onnx(net, str(path), shape)
+            export_onnx(make(), str(path), shape)
         return str(path)
 
     def int8(op_types: tuple[str, ...] | None) -> torch.nn.Module:  # as quantize.json does (output conv float32)
         path = work / f"smart_int8_{'_'.join(op_types or ('all',))}.onnx"
         if not path.exists():  # quantized in the first round, reused by the later ones
             calibration = calibration_windows([phantom(1, args.volume, args.spacing)[0][0]], (args.roi,) * 3, 8)
-            quantize_onnx(exported(smart, "smart"), path, calibration, op_types)
+            quantize_onnx(exported(lambda: _smart(args), "smart"), path, calibration, op_types)
         return onnx_session(str(path), threads)
 
     builders: dict[str, Callable[[], torch.nn.Module]] = {
-        SWIN_EAGER: lambda: swin,
-        SWIN_ONNX: lambda: onnx_session(exported(swin, "swin"), threads),
-        REFERENCE: lambda: smart,
-        PATHS[3]: lambda: Autocast(smart, "cpu", "bfloat16"),
-        PATHS[4]: lambda: onnx_session(exported(smart, "smart"), threads),
-        PATHS[5]: lambda: int8(None),
-        PATHS[6]: lambda: int8(("Conv",)),
-        COMPILED: lambda: torch.compile(smart),
+        SWIN_EAGER: lambda: _swin(args),
+        SWIN_ONNX: lambda: onnx_session(exported(lambda: _swin(args), "swin"), threads),
+        REFERENCE: lambda: _smart(args),
+        BF16: lambda: Autocast(_smart(args), "cpu", "bfloat16"),
+        ONNX: lambda: onnx_session(exported(lambda: _smart(args), "smart"), threads),
+        INT8: lambda: int8(None),
+        INT8_CONV: lambda: int8(("Conv",)),
+        COMPILED: lambda: torch.compile(_smart(args)),
     }
     return builders[name]()
-
-
-def _peak_gib() -> float:
-    """This process's resident high-water mark (``VmHWM``) in GiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
 
 
 def run_path(name: str, args, work: Path) -> dict:
@@ -179,7 +172,7 @@ def run_path(name: str, args, work: Path) -> dict:
         probs = torch.softmax(inferer(volume, net), 1)
         seconds = time.perf_counter() - start
     np.save(work / f"probs_{PATHS_AND_COMPILED.index(name)}.npy", probs[0].numpy())
-    return {"seconds": seconds, "setup_seconds": setup, "peak_gib": _peak_gib()}
+    return {"seconds": seconds, "setup_seconds": setup, "peak_gib": _rss_mib("VmHWM:") / 1024}
 
 
 def main() -> None:
@@ -209,16 +202,12 @@ def main() -> None:
     if REFERENCE not in names:
         raise SystemExit(f"--skip cannot leave out {REFERENCE!r}: every agreement is measured against it")
     print(f"cpu x{threads}, torch {torch.__version__}, {vars(args)}", flush=True)
-    argv = [a for a in sys.argv[1:] if not a.startswith("--out")]
-    if "--out" in sys.argv:
-        i = sys.argv.index("--out")
-        argv = sys.argv[1:i] + sys.argv[i + 2 :]
     rows: dict[str, dict] = {n: {"runs_seconds": [], "setup_seconds": [], "peak_gib": []} for n in names}
     with tempfile.TemporaryDirectory() as work:
         for round_ in range(args.rounds):
             for name in names:
                 print(f"  round {round_ + 1}/{args.rounds}: {name} ...", flush=True)
-                cmd = [sys.executable, __file__, *argv, "--path", name, "--work", work]
+                cmd = [sys.executable, __file__, *sys.argv[1:], "--path", name, "--work", work]  # --out: unused there
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0:
                     raise RuntimeError(f"{name} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")

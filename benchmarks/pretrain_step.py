@@ -290,7 +290,7 @@ def main() -> None:
     report |= {"torch": torch.__version__, "results": results}
     if args.device.startswith("cuda") and torch.cuda.is_available():
         report["gpu"] = torch.cuda.get_device_name(torch.device(args.device))
-    print(json.dumps({k: v for k, v in report.items()}, default=str))
+    print(json.dumps(report, default=str))
     if args.out:
         write_report(report, args.out)
 
