@@ -21,6 +21,14 @@ dense peak of the mode's number format (bf16, tf32 or fp32). ``--profile N`` kee
 self time (GPU time on CUDA) in the JSON: where a mode loses its time.
 
     python benchmarks/pretrain_step.py                  # 64^3 and 96^3, feature size 24, CPU
+    # issue 27, CPU precision at the demo and the paper scale (SMART only)
+    python benchmarks/pretrain_step.py --methods smart --sizes 64 --feature_size 12 --depths 1,1,1,1 \
+        --heads 1,2,3,6 --out_dim 1024 --head_hidden 256 --head_bottleneck 64 --batch 2 \
+        --modes fp32,fp32+malloc,bf16,bf16+malloc --warmup 2 --steps 5 --rounds 3 \
+        --out benchmarks/results/pretrain_cpu_precision_demo
+    python benchmarks/pretrain_step.py --methods smart --sizes 96 --feature_size 48 --depths 2,2,8,2 \
+        --heads 4,4,8,16 --modes fp32,fp32+malloc,bf16,bf16+malloc --warmup 1 --steps 3 --rounds 2 \
+        --out benchmarks/results/pretrain_cpu_precision_paper
     python benchmarks/pretrain_step.py --sizes 96 --feature_size 48 --depths 2,2,2,2 --device cuda --amp
     # issue 19, paper scale on a GPU: every mode, FLOPs, MFU, profiles (not yet run: no GPU lent since)
     python benchmarks/pretrain_step.py --sizes 96 --feature_size 48 --depths 2,2,8,2 --heads 4,4,8,16 \
@@ -118,9 +126,10 @@ PEAK_TFLOPS = {
 def parse_mode(mode: str) -> dict:
     """``fp32`` or ``bf16`` (autocast), then any of ``+tf32`` (TF32 matmuls and convolutions), ``+fused`` (fused
     AdamW), ``+compile`` (``torch.compile`` of the networks), ``+cudagraphs`` (``torch.compile`` with
-    ``mode="reduce-overhead"``: CUDA graphs where the shapes are static)."""
+    ``mode="reduce-overhead"``: CUDA graphs where the shapes are static), ``+malloc`` (glibc keeps freed memory,
+    ``smart_nets.runtime.keep_freed_memory``: CPU)."""
     dtype, *extras = mode.split("+")
-    known = {"tf32", "fused", "compile", "cudagraphs"}
+    known = {"tf32", "fused", "compile", "cudagraphs", "malloc"}
     if dtype not in ("fp32", "bf16") or not set(extras) <= known:
         raise ValueError(f"mode {mode!r}: expected fp32 or bf16 followed by any of +{', +'.join(sorted(known))}")
     return {
@@ -130,6 +139,7 @@ def parse_mode(mode: str) -> dict:
         "compile": "compile" in extras or "cudagraphs" in extras,
         "compile_mode": "reduce-overhead" if "cudagraphs" in extras else None,
         "number_format": "bf16" if dtype == "bf16" else ("tf32" if "tf32" in extras else "fp32"),
+        "malloc": "malloc" in extras,
     }
 
 
@@ -139,6 +149,10 @@ def _worker(args) -> dict:
     torch.set_num_threads(args.threads)
     torch.backends.cuda.matmul.allow_tf32 = mode["tf32"]
     torch.backends.cudnn.allow_tf32 = mode["tf32"]
+    if mode["malloc"]:
+        from smart_nets.runtime import keep_freed_memory
+
+        keep_freed_memory()
     torch.manual_seed(0)
     roi = args.size
     volume = torch.rand(1, roi + roi // 2, roi + roi // 2, roi + roi // 2, device=device)
@@ -154,10 +168,12 @@ def _worker(args) -> dict:
         from smart_nets.transforms import RandTokenMaskd, RandTwoViewsd
 
         encoder = SMARTSwin(feature_size=args.feature_size, depths=args.depths, num_heads=args.heads)
-        net = SMARTPretrainNet(encoder, out_dim=args.out_dim).to(device)
+        net = SMARTPretrainNet(
+            encoder, out_dim=args.out_dim, head_hidden_dim=args.head_hidden, head_bottleneck_dim=args.head_bottleneck
+        ).to(device)
         teacher = make_teacher(net)
         views = RandTokenMaskd(["view1", "view2"], 0.3)(RandTwoViewsd("image", (roi,) * 3)({"image": volume.cpu()}))
-        batch = {k: v[None] for k, v in views.items()}
+        batch = {k: torch.stack([v] * args.batch) for k, v in views.items()}
         trainer = SMARTTrainer(
             device,
             1,
@@ -168,8 +184,7 @@ def _worker(args) -> dict:
             SMARTLoss(args.out_dim).to(device),
             SMARTSchedule(),
             epoch_length=10**6,  # the schedules' length; a step's cost does not depend on where in them it is
-            amp=mode["amp"],
-            amp_kwargs={"dtype": torch.bfloat16},
+            precision="bf16" if mode["amp"] else "fp32",
         )
         step = lambda: float(trainer.step(batch)["loss"])  # noqa: E731
         compiled = [net, teacher]
@@ -247,6 +262,10 @@ def main() -> None:
     parser.add_argument("--depths", type=_ints, default=(2, 2, 2, 2))
     parser.add_argument("--heads", type=_ints, default=(3, 6, 12, 24))
     parser.add_argument("--out_dim", type=int, default=8192)
+    parser.add_argument("--batch", type=int, default=1, help="volumes per SMART step (two views each)")
+    parser.add_argument("--head_hidden", type=int, default=2048, help="projection MLP width (the demo: 256)")
+    parser.add_argument("--head_bottleneck", type=int, default=256, help="projection bottleneck (the demo: 64)")
+    parser.add_argument("--methods", default="smart,tang", help="smart, tang or both (comma-separated)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (the same as --modes bf16)")
     parser.add_argument("--modes", default=None, help="comma-separated modes (see parse_mode); default fp32 or bf16")
@@ -271,20 +290,31 @@ def main() -> None:
     shared = ["--feature_size", str(args.feature_size), "--depths", ",".join(map(str, args.depths))]
     shared += ["--heads", ",".join(map(str, args.heads)), "--out_dim", str(args.out_dim), "--device", args.device]
     shared += ["--threads", str(args.threads), "--warmup", str(args.warmup), "--steps", str(args.steps)]
+    shared += ["--batch", str(args.batch), "--head_hidden", str(args.head_hidden)]
+    shared += ["--head_bottleneck", str(args.head_bottleneck)]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods or not set(methods) <= {"smart", "tang"}:
+        raise SystemExit(f"--methods {args.methods!r}: expected smart, tang or both")
     shared += ["--profile", str(args.profile)] + (["--flops"] if args.flops else [])
     results: dict[str, dict[str, dict]] = {}
     for size in args.sizes:
-        results[str(size)] = {}
-        for mode in modes:
-            runs: dict[str, list[dict]] = {"smart": [], "tang": []}
-            for _ in range(args.rounds):
-                for method in runs:
+        # rounds outermost: every mode and method runs once per round, so outside load hits them all alike
+        runs = {mode: {method: [] for method in methods} for mode in modes}
+        for _ in range(args.rounds):
+            for mode in modes:
+                for method in methods:
                     cmd = [sys.executable, __file__, *shared, "--method", method, "--size", str(size), "--mode", mode]
                     proc = subprocess.run(cmd, capture_output=True, text=True)
                     if proc.returncode != 0:
                         raise RuntimeError(f"{method} {size}^3 {mode} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-                    runs[method].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            results[str(size)][mode] = row = summarise(runs, args.device, parse_mode(mode), args.peak_tflops)
+                    runs[mode][method].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        results[str(size)] = {}
+        for mode in modes:
+            row = summarise(runs[mode], args.device, parse_mode(mode), args.peak_tflops)
+            if "smart" in methods:  # speed-up of SMART over the first mode, the median of the per-round ratios
+                pairs = zip(runs[modes[0]]["smart"], runs[mode]["smart"])
+                row["smart_speedup"] = statistics.median(a["seconds"] / b["seconds"] for a, b in pairs)
+            results[str(size)][mode] = row
             print(f"{size}^3 {mode}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items() if _is_number(v)), flush=True)
     report = {"config": {k: v for k, v in vars(args).items() if k not in ("method", "size", "mode")}}
     report |= {"torch": torch.__version__, "results": results}
@@ -315,7 +345,8 @@ def summarise(runs: dict[str, list[dict]], device: str, mode: dict, peak_overrid
                 row[f"{method}_mfu"] = row[f"{method}_tflops"] / peak
         if rs[0].get("profile"):
             row[f"{method}_profile"] = rs[0]["profile"]
-    row["ratio"] = row["smart_s"] / row["tang_s"]
+    if "smart_s" in row and "tang_s" in row:
+        row["ratio"] = row["smart_s"] / row["tang_s"]
     return row
 
 
@@ -330,11 +361,13 @@ def write_report(report: dict, out: str) -> None:
         f"Command: `python benchmarks/pretrain_step.py {' '.join(sys.argv[1:])}`",
         f"Device {report.get('gpu', config['device'])}, torch {report['torch']}; feature size {config['feature_size']},"
         f" depths {config['depths']}, heads {config['heads']}, SMART head {config['out_dim']} prototypes; medians of "
-        f"{config['steps']} steps after {config['warmup']} warm-up, {config['rounds']} alternating rounds.",
+        f"{config['steps']} steps after {config['warmup']} warm-up, {config['rounds']} alternating rounds; "
+        f"{config.get('batch', 1)} volume(s) per step. Speed-up: SMART's first mode's time over this mode's, the "
+        "median of the per-round ratios.",
         "",
-        "| size | mode | SMART s/step | Tang s/step | ratio (goal <= 1.0) | SMART GiB | Tang GiB | SMART TFLOP/step "
-        "| SMART TFLOP/s | SMART MFU | Tang MFU | first step s (SMART/Tang) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| size | mode | SMART s/step | speed-up | Tang s/step | ratio (goal <= 1.0) | SMART GiB | Tang GiB "
+        "| SMART TFLOP/step | SMART TFLOP/s | SMART MFU | Tang MFU | first step s (SMART/Tang) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def cell(row: dict, key: str, fmt: str) -> str:
@@ -342,7 +375,8 @@ def write_report(report: dict, out: str) -> None:
 
     for size, modes in report["results"].items():
         for mode, r in modes.items():
-            cells = [f"{size}^3", mode, cell(r, "smart_s", ".3f"), cell(r, "tang_s", ".3f"), cell(r, "ratio", ".2f")]
+            cells = [f"{size}^3", mode, cell(r, "smart_s", ".3f"), cell(r, "smart_speedup", ".2f")]
+            cells += [cell(r, "tang_s", ".3f"), cell(r, "ratio", ".2f")]
             cells += [cell(r, "smart_peak_gib", ".2f"), cell(r, "tang_peak_gib", ".2f")]
             cells += [cell(r, "smart_tflop_per_step", ".3g"), cell(r, "smart_tflops", ".3g")]
             cells += [cell(r, "smart_mfu", ".1%"), cell(r, "tang_mfu", ".1%")]

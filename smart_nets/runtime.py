@@ -6,10 +6,15 @@ import ctypes
 import ctypes.util
 import logging
 import sys
+from pathlib import Path
+
+import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["PRECISIONS", "autocast_dtype", "keep_freed_memory", "native_bf16_cpu"]
+
+PRECISIONS = ("fp32", "bf16")
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -40,3 +45,41 @@ def keep_freed_memory() -> bool:
     if ok:
         logger.info("glibc malloc keeps freed memory (mmap_max 0, trim_threshold 2 GiB) for faster CPU tensors")
     return ok
+
+
+def native_bf16_cpu(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16 in its flags); None where it cannot tell
+    (no ``/proc/cpuinfo``: not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_dtype(precision: str, device: str | torch.device) -> torch.dtype | None:
+    """The ``torch.autocast`` dtype that ``precision`` asks for on ``device``, or None for float32.
+
+    ``"bf16"`` is bfloat16 autocast on CPU and GPU alike (parameters, optimizer state, EMA and loss stay float32;
+    bfloat16 has float32's range, so no gradient scaler is needed). On a CPU that lacks native bf16 (no AVX512-BF16
+    or AMX) it is emulated and slower than float32: this warns and returns None (float32).
+
+    Args:
+        precision: ``"fp32"`` or ``"bf16"``.
+        device: where the network runs.
+
+    Raises:
+        ValueError: on another ``precision``.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {PRECISIONS}")
+    if precision == "fp32":
+        return None
+    if torch.device(device).type == "cpu" and native_bf16_cpu() is False:
+        logger.warning(
+            "precision bf16 asked for, but this CPU has neither AVX512-BF16 nor AMX (bf16 would be emulated and "
+            "slower): running in float32"
+        )
+        return None
+    return torch.bfloat16

@@ -72,3 +72,18 @@ def test_native_bf16_reads_the_cpu_flags(tmp_path, caplog, monkeypatch):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt exists on Linux only")
 def test_keep_freed_memory_takes_on_glibc():
     assert keep_freed_memory() is True
+
+
+def test_with_precision_wraps_only_for_bf16(monkeypatch, caplog):
+    from smart_nets.networks.nets import with_precision
+
+    net = torch.nn.Linear(2, 2)
+    assert with_precision(net, "fp32") is net
+    wrapped = with_precision(net, "bf16", "cpu")
+    assert isinstance(wrapped, Autocast) and wrapped.network is net and wrapped.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="precision 'half'"):
+        with_precision(net, "half")
+    monkeypatch.setattr("smart_nets.runtime.native_bf16_cpu", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="smart_nets.runtime"):
+        assert with_precision(net, "bf16", "cpu") is net
+    assert "running in float32" in caplog.text

@@ -75,3 +75,18 @@ def test_two_views_have_the_roi_shape_differ_and_are_reproducible():
     np.testing.assert_array_equal(again["view1"].numpy(), out["view1"].numpy())
     with pytest.raises(ValueError, match="view_scale"):
         RandTwoViewsd("image", roi_size=(64, 64, 64), view_scale=(1.5, 0.5))
+
+
+def test_per_view_intensity_jitter_scales_and_shifts_each_view_alone():
+    image = torch.full((1, 40, 40, 40), 0.5)
+    plain = RandTwoViewsd("image", (32, 32, 32), noise_prob=0.0, flip_prob=0.0).set_random_state(0)({"image": image})
+    assert torch.allclose(plain["view1"], torch.tensor(0.5)) and torch.allclose(plain["view2"], torch.tensor(0.5))
+    t = RandTwoViewsd(
+        "image", (32, 32, 32), noise_prob=0.0, flip_prob=0.0, intensity_scale=(0.5, 1.5), intensity_shift=(-0.2, 0.2)
+    )
+    out = t.set_random_state(0)({"image": image})
+    v1, v2 = out["view1"].unique(), out["view2"].unique()
+    assert len(v1) == len(v2) == 1  # one contrast and brightness per view, not per voxel
+    assert 0.05 <= v1.item() <= 0.95 and v1.item() != pytest.approx(v2.item()) and v1.item() != pytest.approx(0.5)
+    with pytest.raises(ValueError, match="intensity_shift"):
+        RandTwoViewsd("image", (32, 32, 32), intensity_shift=(0.2, -0.2))

@@ -29,7 +29,9 @@ def test_modes_parse_and_misspelt_modes_are_refused(bench):
         "compile": False,
         "compile_mode": None,
         "number_format": "fp32",
+        "malloc": False,
     }
+    assert bench.parse_mode("bf16+malloc")["malloc"]
     for bad in ("fp16", "bf16+fuse", "fp32+compile+graphs"):
         with pytest.raises(ValueError, match="expected fp32 or bf16"):
             bench.parse_mode(bad)
@@ -46,6 +48,9 @@ def test_smart_worker_counts_flops_and_runs_fused_adamw(bench):
         depths=(1, 1, 1, 1),
         heads=(1, 2, 3, 6),
         out_dim=64,
+        head_hidden=32,
+        head_bottleneck=16,
+        batch=2,
         flops=True,
         warmup=1,
         steps=1,
@@ -67,6 +72,7 @@ def test_summary_gives_ratio_tflops_and_mfu_against_the_given_peak(bench):
     }
     row = bench.summarise(runs, "cpu", bench.parse_mode("bf16"), peak_override=100.0)
     assert row["ratio"] == pytest.approx(0.8)
+    assert "ratio" not in bench.summarise({"smart": runs["smart"]}, "cpu", bench.parse_mode("bf16"), None)
     assert row["smart_tflops"] == pytest.approx(20.0) and row["tang_tflops"] == pytest.approx(8.0)
     assert row["smart_mfu"] == pytest.approx(0.2) and row["tang_mfu"] == pytest.approx(0.08)
     assert "smart_mfu" not in bench.summarise(runs, "cpu", bench.parse_mode("bf16"), peak_override=None)

@@ -152,3 +152,26 @@ def test_global_tokens_must_be_known_and_distinct():
             assert "global_tokens" in str(err)
         else:
             raise AssertionError(f"global_tokens={bad!r} accepted")
+
+
+def test_sinkhorn_targets_are_distributions_balanced_over_prototypes():
+    from smart_nets.losses import sinkhorn_knopp
+
+    logits = torch.randn(64, K, generator=torch.Generator().manual_seed(1))
+    logits[:, 0] += 3.0  # one prototype that a softmax would give most of the mass
+    q = sinkhorn_knopp(logits, 0.1, iterations=20)
+    torch.testing.assert_close(q.sum(1), torch.ones(64))
+    torch.testing.assert_close(q.sum(0), torch.full((K,), 64 / K), rtol=0.1, atol=0.0)
+    assert torch.softmax(logits / 0.1, 1).sum(0)[0] > 5 * q.sum(0)[0]
+
+
+def test_sinkhorn_centring_replaces_the_centres_in_the_targets():
+    student, teacher, views, masks = _outputs(b=4)
+    loss = _loss(centering="sinkhorn")
+    out = loss(student, teacher, views, masks, 0.04, 0.04)
+    assert torch.isfinite(out["loss"])
+    torch.testing.assert_close(out["global_targets"].sum(-1), torch.ones(8, 2))
+    mass = out["global_targets"][:, 0].sum(0)  # over the 8 rows, per prototype: about 8 / K each
+    assert mass.max() < 0.5 * 8  # centring at temperature 0.04 would give one prototype nearly all of it
+    with pytest.raises(ValueError, match="centering must be one of"):
+        _loss(centering="softmax")

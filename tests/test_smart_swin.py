@@ -25,11 +25,14 @@ def test_output_shapes(tiny_swin, size, batch):
     assert tiny_swin.token_grid((size,) * 3) == (size // 16,) * 3
 
 
-def test_attention_map_is_a_distribution_over_tokens_that_follows_the_input(tiny_swin):
+def test_attention_map_is_a_distribution_over_tokens_that_follows_the_input():
+    # a non-zero [CLS] (as after training): a zero one has a zero query in the first block at initialisation, so
+    # its map starts (nearly) uniform
+    net = SMARTSwin(**TINY, token_init="trunc_normal").eval()
     x = torch.randn(2, 1, 64, 64, 64)
     with torch.no_grad():
-        a = tiny_swin(x).attn_map
-        b = tiny_swin(x.flip(2)).attn_map
+        a = net(x).attn_map
+        b = net(x.flip(2)).attn_map
     assert torch.isfinite(a).all() and (a >= 0).all()
     # [CLS]->patches plus [CLS]->[CLS] sums to one, so the patch part is at most one
     assert (a.sum(dim=1) <= 1 + 1e-5).all() and (a.sum(dim=1) > 0.5).all()
@@ -53,7 +56,9 @@ def test_mask_replaces_exactly_the_masked_patch_embeddings(tiny_swin):
 
 
 def test_every_parameter_receives_a_gradient():
-    net = SMARTSwin(**(TINY | {"depths": (2, 2, 2, 2), "drop_path_rate": 0.1})).train()
+    # a non-zero [CLS]: a zero one (the default) gives the first class-attention query a zero input, so its weight
+    # has no gradient in the very first step (the token itself does, and moves off zero)
+    net = SMARTSwin(**(TINY | {"depths": (2, 2, 2, 2), "drop_path_rate": 0.1, "token_init": "trunc_normal"})).train()
     mask = torch.rand(2, 64) < 0.5
     out = net(torch.randn(2, 1, 64, 64, 64), mask)
     loss = sum(h.square().mean() for h in out.hidden_states) + out.cls_token.square().mean()
@@ -149,3 +154,40 @@ def test_trunk_equals_monai_swin_transformer_with_the_same_weights(grad):
                 ref_g = getattr(ref, f"layers{i + 1}")[0].blocks[j].attn.relative_position_bias_table.grad
                 torch.testing.assert_close(ours_g, ref_g, atol=1e-3, rtol=1e-3)
         torch.testing.assert_close(net.patch_embed.weight.grad, ref.patch_embed.proj.weight.grad, atol=1e-3, rtol=1e-3)
+
+
+def _smooth_volumes(n: int, size: int = 64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(n, 1, size // 8, size // 8, size // 8, generator=g)
+    return torch.nn.functional.interpolate(x, size=(size,) * 3, mode="trilinear")
+
+
+@pytest.mark.parametrize("token_init,differs", [("zeros", True), ("trunc_normal", False)])
+def test_cls_output_depends_on_the_volume_at_initialisation(token_init, differs):
+    # The SMART authors start the [CLS] token at zero: behind LayerScale 1e-4 a 0.02-scale constant token swamps
+    # the input-dependent update, and the [CLS] output is then (to float precision) the same for every volume.
+    torch.manual_seed(0)
+    net = SMARTSwin(**TINY, token_init=token_init).eval()
+    with torch.no_grad():
+        cls = net(_smooth_volumes(2)).cls_token
+    gap = ((cls[0] - cls[1]).abs().max() / cls.abs().mean()).item()  # relative: 0.2 with zeros, 4e-5 without
+    assert (gap > 0.01) == differs, gap
+    assert (net.cls_token.abs().max().item() == 0.0) == (token_init == "zeros")
+
+
+def test_authors_defaults_class_attention_heads_and_zero_mask_token():
+    net = SMARTSwin(**{**TINY, "num_heads": (1, 2, 3, 6)})
+    assert net.class_attn_blocks[0].attn.num_heads == 3  # num_heads[2], as the SMART authors
+    assert SMARTSwin(**TINY, class_attn_heads=6).class_attn_blocks[0].attn.num_heads == 6
+    assert torch.count_nonzero(net.mask_token) == 0
+    with pytest.raises(ValueError, match="token_init must be one of"):
+        SMARTSwin(**TINY, token_init="ones")
+    with pytest.raises(ValueError, match="linear_init one of"):
+        SMARTSwin(**TINY, linear_init="xavier")
+
+
+def test_torch_linear_init_keeps_pytorchs_larger_weights():
+    torch.manual_seed(0)
+    timm_like = SMARTSwin(**TINY).class_attn_blocks[0].attn.q.weight.std().item()
+    torch_default = SMARTSwin(**TINY, linear_init="torch").class_attn_blocks[0].attn.q.weight.std().item()
+    assert timm_like == pytest.approx(0.02, rel=0.15) and torch_default > 2 * timm_like

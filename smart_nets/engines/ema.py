@@ -9,7 +9,9 @@ from torch import nn
 
 __all__ = ["unwrap", "make_teacher", "ema_update_", "param_groups"]
 
-NO_DECAY_NAMES = ("relative_position_bias_table", "cls_token", "mask_token")
+# Swin's relative-position tables are not decayed (timm's ``no_weight_decay``); the [CLS] token is, as in DINO's
+# ``get_params_groups`` and the SMART authors' code (decay keeps a zero-initialised [CLS] small).
+NO_DECAY_NAMES = ("relative_position_bias_table",)
 
 
 def unwrap(network: nn.Module) -> nn.Module:
@@ -55,7 +57,8 @@ def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None
 
 
 def param_groups(network: nn.Module) -> list[dict]:
-    """Two AdamW groups as in DINO: weights with weight decay, and biases, norms and tokens without.
+    """Two AdamW groups as in DINO: weights (the [CLS] token included) with weight decay, and biases, norms, other
+    one-dimensional parameters (the mask token) and relative-position tables without.
 
     The first group carries ``apply_weight_decay=True``; the trainer sets its scheduled weight decay there only.
     """

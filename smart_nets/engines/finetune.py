@@ -13,6 +13,8 @@ from smart_nets.engines.ema import NO_DECAY_NAMES, unwrap
 __all__ = ["encoder_layer_id", "finetune_param_groups"]
 
 logger = logging.getLogger(__name__)
+# finetuning leaves the tokens undecayed too, as timm's ``no_weight_decay`` does (pretraining decays them)
+FINETUNE_NO_DECAY_NAMES = NO_DECAY_NAMES + ("cls_token", "mask_token")
 
 
 def encoder_layer_id(name: str, depths: tuple[int, ...]) -> int:
@@ -80,7 +82,7 @@ def finetune_param_groups(
     for name, p in network.named_parameters():
         if not p.requires_grad:
             continue
-        no_decay = p.ndim <= 1 or name.endswith(".bias") or any(k in name for k in NO_DECAY_NAMES)
+        no_decay = p.ndim <= 1 or name.endswith(".bias") or any(k in name for k in FINETUNE_NO_DECAY_NAMES)
         kind = "no_decay" if no_decay else "decay"
         if name.startswith("encoder."):
             layer = encoder_layer_id(name[len("encoder.") :], depths)

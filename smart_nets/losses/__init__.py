@@ -1,5 +1,5 @@
 """Losses."""
 
-from smart_nets.losses.smart_loss import SMARTLoss
+from smart_nets.losses.smart_loss import CENTERINGS, GLOBAL_TOKENS, SMARTLoss, sinkhorn_knopp
 
-__all__ = ["SMARTLoss"]
+__all__ = ["CENTERINGS", "GLOBAL_TOKENS", "SMARTLoss", "sinkhorn_knopp"]

@@ -10,11 +10,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GLOBAL_TOKENS", "SMARTLoss"]
+__all__ = ["CENTERINGS", "GLOBAL_TOKENS", "SMARTLoss", "sinkhorn_knopp"]
 
 logger = logging.getLogger(__name__)
 
 GLOBAL_TOKENS = ("cls", "pooled")  # the order of SMARTPretrainNet's ``global`` output
+CENTERINGS = ("center", "sinkhorn")
 
 
 def _cross_entropy(teacher_probs: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
@@ -30,6 +31,41 @@ def _all_mean(x: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(total)
         count *= dist.get_world_size()
     return total / count
+
+
+@torch.no_grad()
+def sinkhorn_knopp(logits: torch.Tensor, temperature: float, iterations: int = 3) -> torch.Tensor:
+    """Teacher targets balanced over the prototypes by Sinkhorn-Knopp (SwAV; DINOv2's ``sinkhorn_knopp_teacher``).
+
+    ``exp(logits / temperature)`` is normalised alternately so that every prototype gets the same total mass over
+    the rows (summed across processes) and every row sums to 1: the targets cannot collapse onto one prototype or
+    onto the uniform distribution, whatever the batch. Written here because neither MONAI nor PyTorch has it.
+
+    Args:
+        logits: ``(R, K)`` teacher logits, one row per target.
+        temperature: teacher temperature.
+        iterations: normalisation rounds (3, as DINOv2).
+
+    Returns:
+        ``(R, K)`` probabilities (each row sums to 1).
+    """
+    logits = logits.float() / temperature
+    q = torch.exp(logits - logits.max()).t()  # (K, R); the shift cancels in the normalisation
+    rows, k = q.shape[1], q.shape[0]
+    distributed = dist.is_available() and dist.is_initialized()
+    if distributed:
+        rows *= dist.get_world_size()
+    total = q.sum()
+    if distributed:
+        dist.all_reduce(total)
+    q /= total
+    for _ in range(iterations):
+        per_prototype = q.sum(dim=1, keepdim=True)
+        if distributed:
+            dist.all_reduce(per_prototype)
+        q /= per_prototype * k
+        q /= q.sum(dim=0, keepdim=True) * rows
+    return (q * rows).t()
 
 
 class SMARTLoss(nn.Module):
@@ -49,7 +85,9 @@ class SMARTLoss(nn.Module):
     sharpened around an arbitrary offset. One centre per token matters: a centre shared by [CLS] and pooled never
     removes the constant gap between their mean logits, and the [CLS] target then becomes one sharp prototype for
     every input while ``L_cls`` falls (DINO, iBOT and the SMART authors all keep one centre per output).
-    MONAI has no self-distillation loss, hence this module.
+    With ``centering="sinkhorn"`` the teacher targets are balanced by :func:`sinkhorn_knopp` instead (DINOv2's
+    cure for collapse, which does not rely on a large batch the way the centre's running mean does); the centres
+    are still tracked. MONAI has no self-distillation loss, hence this module.
 
     Args:
         out_dim: prototypes K of the projection head.
@@ -62,10 +100,12 @@ class SMARTLoss(nn.Module):
             token and its class-attention blocks then receive no gradient, and ``center`` has one row.
         center_from_first_batch: set the centres to the first batch's mean (True), or start them at zero as DINO
             does (False).
+        centering: how the teacher's targets are kept from collapsing: ``"center"`` (DINO/iBOT/SMART: subtract a
+            running mean, then sharpen) or ``"sinkhorn"`` (DINOv2: Sinkhorn-Knopp over the batch's rows).
 
     Raises:
-        ValueError: on an empty or unknown ``global_tokens``, and on inputs whose batch sizes or token counts
-            disagree.
+        ValueError: on an empty or unknown ``global_tokens`` or ``centering``, and on inputs whose batch sizes or
+            token counts disagree.
     """
 
     def __init__(
@@ -78,8 +118,12 @@ class SMARTLoss(nn.Module):
         w_rec: float = 10.0,
         global_tokens: Sequence[str] = GLOBAL_TOKENS,
         center_from_first_batch: bool = True,
+        centering: str = "center",
     ) -> None:
         super().__init__()
+        if centering not in CENTERINGS:
+            raise ValueError(f"centering must be one of {CENTERINGS}, got {centering!r}")
+        self.centering = centering
         tokens = [global_tokens] if isinstance(global_tokens, str) else list(global_tokens)
         unknown = [t for t in tokens if t not in GLOBAL_TOKENS]
         if not tokens or unknown or len(set(tokens)) != len(tokens):
@@ -105,10 +149,15 @@ class SMARTLoss(nn.Module):
             ``(R, G, K)`` probabilities, one row per distilled token (``global_tokens``), each centred by its own
             row of ``center``.
         """
-        return F.softmax((t_global[:, self.global_index].float() - self.center) / teacher_temp, dim=-1)
+        logits = t_global[:, self.global_index].float()
+        if self.centering == "sinkhorn":
+            return torch.stack([sinkhorn_knopp(logits[:, g], teacher_temp) for g in range(logits.shape[1])], dim=1)
+        return F.softmax((logits - self.center) / teacher_temp, dim=-1)
 
     def patch_targets(self, t_patch: torch.Tensor, teacher_temp_patch: float) -> torch.Tensor:
         """``(R, N, K)`` centred, sharpened teacher distributions of the patch tokens ``t_patch`` ``(R, N, K)``."""
+        if self.centering == "sinkhorn":  # over every token of the batch (DINOv2: over the masked ones)
+            return sinkhorn_knopp(t_patch.flatten(0, 1), teacher_temp_patch).view(t_patch.shape)
         return F.softmax((t_patch.float() - self.center_patch) / teacher_temp_patch, dim=-1)
 
     def forward(

@@ -18,8 +18,11 @@ class RandTwoViewsd(Randomizable, MapTransform):
 
     A random sub-volume of ``sub_volume_scale`` x the ROI (one scale for all axes, clipped to the image) is cut
     first; two crops of ``view_scale`` x the ROI are then cut from it independently, resized (trilinear) to the
-    ROI, flipped along each axis with probability ``flip_prob``, and given Gaussian noise of standard deviation
-    ``noise_std`` with probability ``noise_prob``. Views overlap by construction, which the cross-view [CLS] loss
+    ROI, flipped along each axis with probability ``flip_prob``, given a random contrast and brightness
+    (``x * a + b``, ``a`` from ``intensity_scale``, ``b`` from ``intensity_shift``, drawn per view), and given
+    Gaussian noise of standard deviation ``noise_std`` with probability ``noise_prob``. The intensity jitter keeps a
+    whole-volume brightness from being the one thing two views share (a shortcut self-distillation otherwise
+    learns first); it is off by default. Views overlap by construction, which the cross-view [CLS] loss
     needs. An image smaller than the ROI is zero-padded (after intensity scaling, 0 is the window's floor).
 
     MONAI has each step (``RandSpatialCrop``, ``Resize``, ``RandFlip``, ``RandGaussianNoise``), but its random
@@ -35,6 +38,8 @@ class RandTwoViewsd(Randomizable, MapTransform):
         flip_prob: probability of a flip along each spatial axis, per view.
         noise_std: standard deviation of the additive Gaussian noise (intensities scaled to [0, 1]).
         noise_prob: probability of adding noise, per view.
+        intensity_scale: (min, max) of the per-view contrast factor ``a`` (``(1, 1)``: none).
+        intensity_shift: (min, max) of the per-view brightness offset ``b`` (``(0, 0)``: none).
         delete_source: drop the source image from the output to save memory.
 
     Raises:
@@ -51,6 +56,8 @@ class RandTwoViewsd(Randomizable, MapTransform):
         flip_prob: float = 0.2,
         noise_std: float = 0.02,
         noise_prob: float = 0.5,
+        intensity_scale: Sequence[float] = (1.0, 1.0),
+        intensity_shift: Sequence[float] = (0.0, 0.0),
         delete_source: bool = True,
     ) -> None:
         MapTransform.__init__(self, keys)
@@ -59,6 +66,9 @@ class RandTwoViewsd(Randomizable, MapTransform):
         for name, (lo, hi) in (("sub_volume_scale", sub_volume_scale), ("view_scale", view_scale)):
             if not 0 < lo <= hi:
                 raise ValueError(f"{name} must be (min, max) with 0 < min <= max, got {tuple((lo, hi))}")
+        for name, (lo, hi) in (("intensity_scale", intensity_scale), ("intensity_shift", intensity_shift)):
+            if not lo <= hi:
+                raise ValueError(f"{name} must be (min, max) with min <= max, got {tuple((lo, hi))}")
         for name, p in (("flip_prob", flip_prob), ("noise_prob", noise_prob)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {p}")
@@ -69,6 +79,8 @@ class RandTwoViewsd(Randomizable, MapTransform):
         self.flip_prob = flip_prob
         self.noise_std = noise_std
         self.noise_prob = noise_prob
+        self.intensity_scale = tuple(float(v) for v in intensity_scale)
+        self.intensity_shift = tuple(float(v) for v in intensity_shift)
         self.delete_source = delete_source
 
     def randomize(self, data=None) -> None:  # draws happen while cropping, see __call__
@@ -88,6 +100,8 @@ class RandTwoViewsd(Randomizable, MapTransform):
         flips = [axis + 1 for axis in range(3) if self.R.rand() < self.flip_prob]
         if flips:
             v = v.flip(flips)
+        if self.intensity_scale != (1.0, 1.0) or self.intensity_shift != (0.0, 0.0):  # no draw when off
+            v = v * self.R.uniform(*self.intensity_scale) + self.R.uniform(*self.intensity_shift)
         if self.R.rand() < self.noise_prob:
             noise = self.R.standard_normal(v.shape).astype("float32")
             v = v + self.noise_std * torch.from_numpy(noise)

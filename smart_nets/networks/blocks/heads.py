@@ -9,7 +9,7 @@ from monai.networks.utils import pixelshuffle
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-__all__ = ["ProjectionHead", "ReconstructionHead"]
+__all__ = ["ProjectionHead", "ReconstructionHead", "prototype_layer"]
 
 
 class ProjectionHead(nn.Module):
@@ -25,6 +25,10 @@ class ProjectionHead(nn.Module):
         bottleneck_dim: width before the last layer.
         num_layers: MLP depth (at least 1).
         norm_last_layer: fix the weight-norm gain to 1 (DINO's default, more stable).
+        use_bn: batch normalization after each hidden linear layer (DINO's ``use_bn_in_head``). It always uses the
+            statistics of the rows it is given (no running averages), in the teacher's eval mode too, so it removes
+            what every input has in common before the prototypes: with small batches it keeps an untrained
+            network's outputs from being the same for every input. Not synchronised across processes.
 
     Raises:
         ValueError: on a non-positive size.
@@ -38,6 +42,7 @@ class ProjectionHead(nn.Module):
         bottleneck_dim: int = 256,
         num_layers: int = 3,
         norm_last_layer: bool = True,
+        use_bn: bool = False,
     ) -> None:
         super().__init__()
         if min(in_dim, out_dim, hidden_dim, bottleneck_dim, num_layers) < 1:
@@ -50,21 +55,44 @@ class ProjectionHead(nn.Module):
         for i in range(num_layers):
             layers.append(nn.Linear(dims[i], dims[i + 1]))
             if i < num_layers - 1:
+                if use_bn:
+                    layers.append(_RowBatchNorm(dims[i + 1]))
                 layers.append(nn.GELU())
         self.mlp = nn.Sequential(*layers)
         for m in self.mlp:
             if isinstance(m, nn.Linear):
                 trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
-        self.last_layer = weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
-        gain = self.last_layer.parametrizations.weight.original0
-        with torch.no_grad():
-            gain.fill_(1.0)
-        gain.requires_grad = not norm_last_layer
+        self.last_layer = prototype_layer(bottleneck_dim, out_dim, norm_last_layer)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x: ``(..., in_dim)``. Returns: ``(..., bottleneck_dim)``, the L2-normalised bottleneck."""
+        return F.normalize(self.mlp(x), dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: ``(..., in_dim)``. Returns: ``(..., out_dim)`` logits."""
-        return self.last_layer(F.normalize(self.mlp(x), dim=-1))
+        return self.last_layer(self.embed(x))
+
+
+class _RowBatchNorm(nn.BatchNorm1d):
+    """``BatchNorm1d`` over every row of a ``(..., C)`` input, with batch statistics in train and eval mode alike."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(num_features, track_running_stats=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return super().forward(x.reshape(-1, x.shape[-1])).view(x.shape)
+
+
+def prototype_layer(bottleneck_dim: int, out_dim: int, norm_last_layer: bool = True) -> nn.Module:
+    """DINO's last layer: a weight-normalised ``Linear(bottleneck_dim, out_dim, bias=False)`` whose gain starts at 1
+    and is frozen with ``norm_last_layer``."""
+    layer = weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
+    gain = layer.parametrizations.weight.original0
+    with torch.no_grad():
+        gain.fill_(1.0)
+    gain.requires_grad = not norm_last_layer
+    return layer
 
 
 class ReconstructionHead(nn.Module):

@@ -1,7 +1,7 @@
 """Networks referenced by the bundles' ``network_def``."""
 
 from smart_nets.networks.nets.attention_map import EncoderAttentionMap, attention_heatmap
-from smart_nets.networks.nets.autocast import Autocast, native_bf16_cpu
+from smart_nets.networks.nets.autocast import Autocast, native_bf16_cpu, with_precision
 from smart_nets.networks.nets.smart_classifier import SMARTClassifier
 from smart_nets.networks.nets.smart_pretrain import SMARTPretrainNet
 from smart_nets.networks.nets.smart_swin import ClassAttentionOutput, SMARTSwin, SMARTSwinOutput
@@ -18,4 +18,5 @@ __all__ = [
     "SMARTSwinOutput",
     "SMARTUNETR",
     "native_bf16_cpu",
+    "with_precision",
 ]

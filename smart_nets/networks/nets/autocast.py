@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from smart_nets.runtime import autocast_dtype, native_bf16_cpu
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["Autocast", "native_bf16_cpu"]
+__all__ = ["Autocast", "native_bf16_cpu", "with_precision"]
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def native_bf16_cpu(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16 in its flags); None where it cannot tell
-    (no ``/proc/cpuinfo``: not Linux)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return None
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class Autocast(nn.Module):
@@ -64,3 +54,21 @@ class Autocast(nn.Module):
         if isinstance(out, (tuple, list)):
             return type(out)(o.float() if torch.is_tensor(o) and o.is_floating_point() else o for o in out)
         return out.float()
+
+
+def with_precision(network: nn.Module, precision: str = "fp32", device: str | torch.device = "cpu") -> nn.Module:
+    """``network`` itself for ``"fp32"``, or wrapped in :class:`Autocast` for ``"bf16"``: how the finetuning bundles
+    train and validate in bf16 on a CPU or a GPU (``precision`` in their configs), since MONAI's ``amp`` autocasts
+    CUDA only. On a CPU without native bf16 it warns and returns ``network`` (float32).
+
+    Args:
+        network: the module to run; its weights stay float32 and are shared, not copied.
+        precision: ``"fp32"`` or ``"bf16"``.
+        device: where ``network`` runs.
+
+    Raises:
+        ValueError: on another ``precision``.
+    """
+    device = torch.device(device)
+    dtype = autocast_dtype(precision, device)
+    return network if dtype is None else Autocast(network, device.type, dtype)

@@ -31,6 +31,8 @@ __all__ = ["ClassAttentionOutput", "SMARTSwin", "SMARTSwinOutput"]
 
 NUM_STAGES = 4
 CLASS_ATTN_STAGE = 3  # class attention reads the output of stage 3 (after its merging)
+TOKEN_INITS = ("zeros", "trunc_normal")
+LINEAR_INITS = ("trunc_normal", "torch")
 
 
 class SMARTSwinOutput(NamedTuple):
@@ -84,7 +86,8 @@ class SMARTSwin(nn.Module):
         window_size: 3D attention window (int or three ints); clipped to a smaller grid, which then is not shifted.
         patch_size: patch-embedding kernel and stride.
         num_class_attn_blocks: number of CaiT class-attention blocks on the stage-3 tokens (at least 1).
-        class_attn_heads: heads of the class-attention blocks (width 8C); ``None`` uses ``num_heads[3]``.
+        class_attn_heads: heads of the class-attention blocks (width 8C); ``None`` uses ``num_heads[2]``, as the SMART
+            authors do (smart_nets < 0.8 used ``num_heads[3]``: pass it to run weights trained then).
         mlp_ratio: MLP hidden width as a multiple of the token width, in Swin and class-attention blocks.
         qkv_bias: add a learnable bias to query, key and value.
         drop_rate: dropout after projections and in MLPs.
@@ -93,9 +96,17 @@ class SMARTSwin(nn.Module):
         layer_scale_init: initial LayerScale of the class-attention blocks (CaiT).
         normalize: layer-normalize (without affine) the returned ``hidden_states``, as MONAI's SwinUNETR does.
         use_checkpoint: gradient checkpointing of the Swin blocks (less memory, more compute).
+        token_init: how the [CLS] and mask tokens start: ``"zeros"`` (the SMART authors' code; the [CLS] output then
+            depends on the input from the first step) or ``"trunc_normal"`` (std 0.02, CaiT/timm and SimMIM; behind
+            LayerScale 1e-4 the constant token swamps the input-dependent update, so the [CLS] output starts the
+            same for every volume).
+        linear_init: initial weights of the linear layers: ``"trunc_normal"`` (std 0.02, Swin/CaiT/timm) or
+            ``"torch"`` (PyTorch's default, Kaiming-uniform, which the SMART authors' backbone keeps since its
+            ``init_weights`` is never called: larger weights, so features vary more across inputs at the start).
 
     Raises:
-        ValueError: on a non-positive or mis-sized argument, or heads that do not divide a stage's width.
+        ValueError: on a non-positive or mis-sized argument, heads that do not divide a stage's width, or an
+            unknown ``token_init``/``linear_init``.
     """
 
     def __init__(
@@ -116,8 +127,15 @@ class SMARTSwin(nn.Module):
         layer_scale_init: float = 1e-4,
         normalize: bool = True,
         use_checkpoint: bool = False,
+        token_init: str = "zeros",
+        linear_init: str = "trunc_normal",
     ) -> None:
         super().__init__()
+        if token_init not in TOKEN_INITS or linear_init not in LINEAR_INITS:
+            raise ValueError(
+                f"token_init must be one of {TOKEN_INITS} and linear_init one of {LINEAR_INITS}, "
+                f"got {token_init!r} and {linear_init!r}."
+            )
         in_channels, feature_size, patch_size, num_class_attn_blocks = _check_positive(
             "in_channels, feature_size, patch_size and num_class_attn_blocks",
             (in_channels, feature_size, patch_size, num_class_attn_blocks),
@@ -171,7 +189,7 @@ class SMARTSwin(nn.Module):
             for i in range(NUM_STAGES)
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim))
-        heads = num_heads[NUM_STAGES - 1] if class_attn_heads is None else class_attn_heads
+        heads = num_heads[CLASS_ATTN_STAGE - 1] if class_attn_heads is None else class_attn_heads
         if heads < 1 or self.embed_dim % heads:
             raise ValueError(f"class_attn_heads = {heads} does not divide the class-token width {self.embed_dim}.")
         self.class_attn_blocks = nn.ModuleList(
@@ -187,14 +205,16 @@ class SMARTSwin(nn.Module):
             for _ in range(num_class_attn_blocks)
         )
         self.norm = nn.LayerNorm(self.embed_dim)
-        trunc_normal_(self.cls_token, std=0.02)
-        trunc_normal_(self.mask_token, std=0.02)
+        if token_init == "trunc_normal":
+            trunc_normal_(self.cls_token, std=0.02)
+            trunc_normal_(self.mask_token, std=0.02)
+        self.linear_init = linear_init
         self.apply(self._init_weights)
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        # Swin/CaiT initialisation (timm): truncated-normal linear weights, zero biases, unit LayerNorms.
-        if isinstance(module, nn.Linear):
+    def _init_weights(self, module: nn.Module) -> None:
+        # Swin/CaiT initialisation (timm): truncated-normal linear weights, zero biases, unit LayerNorms; with
+        # linear_init "torch" the linear layers keep PyTorch's own initialisation (the SMART authors' backbone).
+        if isinstance(module, nn.Linear) and self.linear_init == "trunc_normal":
             trunc_normal_(module.weight, std=0.02)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)

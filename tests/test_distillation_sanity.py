@@ -1,0 +1,57 @@
+"""benchmarks/distillation_sanity.py: the toy's classes, the k-NN probe, and --quick filling every cell."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tests.helpers import load_benchmark
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_benchmark("distillation_sanity")
+
+
+def test_toy_shapes_differ_by_class_and_sit_in_the_window(bench):
+    rng = np.random.default_rng(0)
+    volumes = [bench.toy_volume(label, rng)[0] for label in range(len(bench.CLASSES))]
+    for v in volumes:
+        assert v.shape == (bench.SIZE,) * 3 and v.dtype == np.float32
+        assert -1000 < np.median(v) < -600  # background
+        assert (v > -400).mean() > 0.01  # an object in view
+    centre = bench.SIZE // 2
+    ball, shell = volumes[0], volumes[1]
+    # a solid ball is bright at its centre, a hollow shell dark there
+    assert ball[centre - 1 : centre + 1, centre - 1 : centre + 1, centre - 1 : centre + 1].mean() > -400
+    assert shell[centre - 1 : centre + 1, centre - 1 : centre + 1, centre - 1 : centre + 1].mean() < -500
+
+
+def test_knn_accuracy_counts_majority_votes(bench):
+    bank = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    labels = np.array([0, 0, 1, 1])
+    assert bench.knn_accuracy(bank, labels, np.array([[1.0, 0.05], [0.05, 1.0]]), np.array([0, 1]), 1) == 1.0
+    assert bench.knn_accuracy(bank, labels, np.array([[1.0, 0.05], [0.05, 1.0]]), np.array([1, 0]), 1) == 0.0
+
+
+def test_quick_run_fills_every_cell(bench, tmp_path):
+    results = tmp_path / "ds.json"
+    args = ["--quick", "--work", str(tmp_path / "work"), "--results", str(results), "--variants", "dino", "smart_sk"]
+    data = bench.main(args)
+    assert set(data["variants"]) == {"dino", "smart_sk"}
+    for name, run in data["variants"].items():
+        assert run["iterations"] > 0 and run["monitor"], name
+        for encoder in ("teacher", "student"):
+            for kind in bench.FEATURES:
+                assert 0.0 <= run[encoder][f"knn_{kind}"] <= 1.0 and math.isfinite(run[encoder][f"spread_{kind}"])
+    # plain DINO really is DINO alone: no reconstruction, no patch loss, no student masking
+    assert data["variants"]["dino"]["losses"]["loss_rec"] == 0.0
+    assert data["variants"]["dino"]["losses"]["loss"] == pytest.approx(data["variants"]["dino"]["losses"]["loss_cls"])
+    assert data["variants"]["smart_sk"]["overrides"] == {"loss_def#centering": "sinkhorn"}
+    assert 0.0 <= data["supervised"]["knn_pooled"] <= 1.0 and 0.0 <= data["random_init"]["knn_cls"] <= 1.0
+    table = results.with_suffix(".md").read_text()
+    assert "| `dino` teacher |" in table and "supervised (ceiling)" in table and "## Goal" in table
+    assert json.loads(results.read_text())["settings"]["iterations"] == data["settings"]["iterations"]
