@@ -16,8 +16,8 @@ student masking), DINO with SMART's attention-guided student masking, iBOT + DIN
 each with DINO's centring or DINOv2's Sinkhorn-Knopp (``loss_def#centering``), plus one-factor variations for
 bisecting. The collapse monitor's first and last windows say what the teacher's targets carried.
 
-    python benchmarks/distillation_sanity.py                      # the study (see --variants), ~4 min a variant
-    python benchmarks/distillation_sanity.py --variants dino dino_sk --iterations 300
+    python benchmarks/distillation_sanity.py                      # the study (see --variants), ~13 min a variant
+    python benchmarks/distillation_sanity.py --variants dino dino_bn --iterations 200 --no_supervised  # bisecting
     python benchmarks/distillation_sanity.py --quick --results /tmp/ds.json   # every cell in about a minute (CI)
 
 Writes ``benchmarks/results/distillation_sanity.json`` (settings, machine, every number) and ``.md`` beside it,
@@ -87,7 +87,7 @@ VARIANTS = {
         f"{VIEWS}#intensity_shift": [-0.25, 0.25],
     },
 }
-FULL = dict(seed=0, train=256, heldout=128, iterations=300, batch=16, windows=10, supervised_iterations=300, k=10)
+FULL = dict(seed=0, train=256, heldout=128, iterations=1000, batch=16, windows=10, supervised_iterations=1000, k=10)
 QUICK = dict(FULL, train=16, heldout=8, iterations=4, batch=4, windows=2, supervised_iterations=4, k=3)
 
 
@@ -409,6 +409,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--iterations", type=int)
     parser.add_argument("--batch", type=int)
+    parser.add_argument("--supervised_iterations", type=int, help="iterations of the labelled ceiling")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--no_supervised", action="store_true", help="skip the ceiling")
     parser.add_argument("--set", nargs="*", default=[], metavar="ID=JSON", help="bundle overrides for every variant")
@@ -417,7 +418,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--resume", action="store_true", help="keep the variants already in --results")
     args = parser.parse_args(argv)
     s = dict(QUICK if args.quick else FULL)
-    s.update({k: v for k, v in (("iterations", args.iterations), ("batch", args.batch), ("seed", args.seed)) if v})
+    given = ("iterations", "batch", "seed", "supervised_iterations")
+    s.update({k: getattr(args, k) for k in given if getattr(args, k) is not None})
     s["overrides"] = {}
     for item in args.set:
         key, sep, value = item.partition("=")
