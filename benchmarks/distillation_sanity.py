@@ -420,12 +420,7 @@ def main(argv: list[str] | None = None) -> dict:
     s = dict(QUICK if args.quick else FULL)
     given = ("iterations", "batch", "seed", "supervised_iterations")
     s.update({k: getattr(args, k) for k in given if getattr(args, k) is not None})
-    s["overrides"] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set takes ID=JSON, got {item!r}")
-        s["overrides"][key] = json.loads(value)
+    s["overrides"] = le.parse_sets(parser, args.set)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("distillation_sanity")
     log.setLevel(logging.INFO)

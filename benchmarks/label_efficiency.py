@@ -125,6 +125,17 @@ def make_data(work: Path, s: dict) -> dict[str, Path]:
     return lists
 
 
+def parse_sets(parser: argparse.ArgumentParser, items: list[str]) -> dict:
+    """``--set ID=JSON`` items as a dict of bundle overrides; a malformed item stops through ``parser.error``."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set takes ID=JSON, got {item!r}")
+        overrides[key] = json.loads(value)
+    return overrides
+
+
 def _workflow(bundle: Path, configs: list[str], **overrides):
     """A bundle workflow in this process (``monai.bundle run`` without a new interpreter), initialised."""
     from monai.bundle import ConfigWorkflow

@@ -279,12 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     s = dict(QUICK if args.quick else FULL)
     s.update({k: v for k, v in (("iterations", args.iterations), ("seed", args.seed)) if v is not None})
-    s["overrides"] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set takes ID=JSON, got {item!r}")
-        s["overrides"][key] = json.loads(value)
+    s["overrides"] = le.parse_sets(parser, args.set)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
     work = Path(args.work)

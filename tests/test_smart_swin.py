@@ -191,3 +191,19 @@ def test_torch_linear_init_keeps_pytorchs_larger_weights():
     timm_like = SMARTSwin(**TINY).class_attn_blocks[0].attn.q.weight.std().item()
     torch_default = SMARTSwin(**TINY, linear_init="torch").class_attn_blocks[0].attn.q.weight.std().item()
     assert timm_like == pytest.approx(0.02, rel=0.15) and torch_default > 2 * timm_like
+
+
+def test_attention_with_padded_heads_is_the_same_attention():
+    # the bf16 CUDA path pads 12-channel heads to 16 so that fused kernels take them; checked here on the CPU
+    from smart_nets.networks.blocks.window_attention import attend
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 64, 12, generator=g, requires_grad=True) for _ in range(3))
+    mask = torch.randn(1, 2, 64, 64, generator=g)
+    plain = attend(q, k, v, mask, 0.0, 12**-0.5)
+    padded = attend(q, k, v, mask, 0.0, 12**-0.5, head_multiple=8)
+    assert padded.shape == plain.shape == (3, 2, 64, 12)
+    torch.testing.assert_close(padded, plain)
+    (grad_plain,) = torch.autograd.grad(plain.square().sum(), q)
+    (grad_padded,) = torch.autograd.grad(padded.square().sum(), q)
+    torch.testing.assert_close(grad_padded, grad_plain)

@@ -32,7 +32,7 @@ from monai.networks.nets.swin_unetr import get_window_size
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["WindowAttention", "SwinBlock", "SwinStage", "relative_position_index"]
+__all__ = ["WindowAttention", "SwinBlock", "SwinStage", "attend", "relative_position_index"]
 
 
 def relative_position_index(window_size: Sequence[int]) -> torch.Tensor:
@@ -137,6 +137,38 @@ def _gather_tokens(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) 
     return x.index_select(1, order)
 
 
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor,
+    dropout_p: float,
+    scale: float,
+    head_multiple: int = 1,
+) -> torch.Tensor:
+    """``scaled_dot_product_attention`` with the head width zero-padded to a multiple of ``head_multiple``.
+
+    Zeros added to queries and keys leave every dot product unchanged (the scale is passed explicitly), and zeros
+    added to the values only add output channels, which are cut off again: the result is the same attention.
+
+    Args:
+        q, k, v: ``(B, heads, n, head_dim)``.
+        mask: additive mask broadcastable to ``(B, heads, n, n)``.
+        dropout_p: attention dropout.
+        scale: the softmax scale (``head_dim ** -0.5`` of the unpadded width).
+        head_multiple: pad ``head_dim`` up to a multiple of this (1: no padding).
+
+    Returns:
+        ``(B, heads, n, head_dim)``.
+    """
+    width = q.shape[-1]
+    pad = (-width) % head_multiple
+    if pad:
+        q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
+    x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+    return x[..., :width] if pad else x
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside 3D windows with a learned relative-position bias.
 
@@ -217,7 +249,10 @@ class WindowAttention(nn.Module):
             if bias.ndim == 5:  # SDPA's fused kernels take 4D masks: repeat over the samples (a view for one sample)
                 bias = bias.expand(q.shape[0] // bias.shape[1], -1, -1, -1, -1).reshape(-1, *bias.shape[2:])
             drop = self.attn_drop_rate if self.training else 0.0
-            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop, scale=self.scale)
+            # CUDA's fused kernels take 16-bit heads only in multiples of 8 channels (C 48 with 4 heads has 12):
+            # padded there, bf16 does not fall back to the math kernel, which writes out every attention matrix
+            multiple = 8 if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) else 1
+            x = attend(q, k, v, bias.to(q.dtype), drop, self.scale, multiple)
         x = x.transpose(1, 2).reshape(-1, n, c)
         return self.proj_drop(self.proj(x))
 
