@@ -1,7 +1,8 @@
 """Does the distillation learn where learning is guaranteed? Self-distillation on a toy of 3D shapes.
 
-Four shape classes that no human confuses - a solid ball, a hollow shell, a box and a ring (torus) - each under a
-random rotation, position, size, object and background intensity (HU) and noise level, in 40^3 volumes at 2.5 mm.
+Four shape classes that no human confuses - a solid ball, a hollow shell, a box and a ring (torus), of the same volume
+at a given size - each under a random rotation, position, size, object and background intensity (HU) and noise
+level, in 40^3 volumes at 2.5 mm.
 The encoder is pretrained on them without labels through ``bundles/smart_pretrain`` (``train.json`` + ``demo.json``
 with overrides, in this process: the project's own trainer, loss, transforms and configs), and the frozen features
 of held-out volumes are judged by k-NN class accuracy (cosine, k = 10, the training volumes as the bank) of three
@@ -43,6 +44,7 @@ PRETRAIN = le.PRETRAIN
 CLASSES = ("ball", "shell", "box", "ring")
 SIZE, ROI, SPACING = 40, 32, 2.5
 RADIUS = (10.0, 14.0)  # voxels
+TOY_VERSION = 2  # in the cached files' names: 2 = the classes hold the same volume (1 = the first toy)
 FEATURES = ("cls", "pooled", "patch")
 NUISANCES = ("radius", "object_hu")  # what a shortcut would encode instead of the shape
 # the bundle's view transform is the 8th of train#preprocessing (checked by name before it is overridden)
@@ -79,6 +81,8 @@ VARIANTS = {
     "dino_tt0.01": {**DINO, "schedule#teacher_temp": 0.01, "schedule#teacher_temp_end": 0.01},
     "dino_torch_init": {**DINO, "encoder_def#linear_init": "torch"},
     # combinations of what kept the targets alive above
+    "ibot_dino_bn": {"loss_def#w_rec": 0.0, "network_def#head_use_bn": True},
+    "smart_bn": {"network_def#head_use_bn": True},
     "dino_bn_lr5e-5": {**DINO, "network_def#head_use_bn": True, "learning_rate": 5e-5},
     "dino_bn_jitter": {
         **DINO,
@@ -99,13 +103,22 @@ def _rotation(rng: np.random.Generator) -> np.ndarray:
     return q if np.linalg.det(q) > 0 else -q
 
 
+# Every class holds the same volume at a given r, so that the amount of bright voxels - which features of an untrained
+# network pick up for free - says nothing of the class: the ring is a torus of major radius 0.65 r and tube 0.35 r,
+# and the ball, the shell's wall and the box are sized to its volume (2 pi^2 0.65 0.35^2 r^3 = 1.57 r^3).
+_UNIT = 2 * math.pi**2 * 0.65 * 0.35**2
+_BALL = (_UNIT / (4 / 3 * math.pi)) ** (1 / 3)  # 0.72 r
+_SHELL = (1 - _UNIT / (4 / 3 * math.pi)) ** (1 / 3)  # inner radius 0.79 r, outer r
+_BOX = _UNIT ** (1 / 3) / 2  # half side 0.58 r
+
+
 def toy_volume(label: int, rng: np.random.Generator, size: int = SIZE) -> tuple[np.ndarray, dict]:
     """One ``(size,)*3`` float32 volume in HU holding one shape of class ``label`` (index into ``CLASSES``), and
     its nuisance parameters (``radius``, ``object_hu``, ``background_hu``, ``noise_hu``).
 
     The shape is drawn at a random rotation, centre (+-4 voxels), radius (``RADIUS``), object HU (-300..300),
-    background HU (-900..-650) and noise (10-50 HU), with a one-voxel soft edge: only the shape tells the classes
-    apart.
+    background HU (-900..-650) and noise (10-50 HU), with a one-voxel soft edge; the four classes hold the same volume
+    at a given radius: only the shape tells them apart.
     """
     grid = np.stack(np.meshgrid(*[np.arange(size, dtype=np.float32)] * 3, indexing="ij"), -1)
     centre = size / 2 - 0.5 + rng.uniform(-4, 4, 3)
@@ -113,13 +126,13 @@ def toy_volume(label: int, rng: np.random.Generator, size: int = SIZE) -> tuple[
     r = rng.uniform(*RADIUS)
     norm = np.linalg.norm(x, axis=-1)
     if CLASSES[label] == "ball":
-        signed = norm - r
+        signed = norm - _BALL * r
     elif CLASSES[label] == "shell":
-        signed = np.abs(norm - 0.8 * r) - 0.2 * r
+        signed = np.abs(norm - (1 + _SHELL) / 2 * r) - (1 - _SHELL) / 2 * r
     elif CLASSES[label] == "box":
-        signed = np.abs(x).max(-1) - 0.75 * r
-    else:  # ring: a torus of major radius 0.7 r and tube radius 0.3 r
-        signed = np.hypot(np.hypot(x[..., 0], x[..., 1]) - 0.7 * r, x[..., 2]) - 0.3 * r
+        signed = np.abs(x).max(-1) - _BOX * r
+    else:  # ring
+        signed = np.hypot(np.hypot(x[..., 0], x[..., 1]) - 0.65 * r, x[..., 2]) - 0.35 * r
     inside = 1.0 / (1.0 + np.exp(np.clip(signed / 0.5, -50, 50)))
     background, obj, noise = rng.uniform(-900, -650), rng.uniform(-300, 300), rng.uniform(10, 50)
     volume = background + (obj - background) * inside + rng.normal(0.0, noise, inside.shape)
@@ -135,7 +148,7 @@ def make_toy(folder: Path, num: int, seed: int) -> list[dict]:
     items = []
     for i in range(num):
         label = i % len(CLASSES)
-        path = folder / f"toy_{seed}_{i:04d}_{CLASSES[label]}.nii.gz"
+        path = folder / f"toy{TOY_VERSION}_{seed}_{i:04d}_{CLASSES[label]}.nii.gz"
         volume, nuisance = toy_volume(label, rng)
         if not path.is_file():
             nib.save(nib.Nifti1Image(volume, np.diag([SPACING] * 3 + [1.0])), str(path))
@@ -333,7 +346,8 @@ def markdown(result: dict, json_name: str) -> str:
         f"Command: `{result['command']}`; {result['machine']['cpu']}, {result['machine']['torch_threads']} threads, "
         f"torch {result['machine']['torch']}. Every number: [{json_name}]({json_name}).",
         "",
-        f"Toy: {len(CLASSES)} shape classes ({', '.join(CLASSES)}) at random rotation, position, size, intensities "
+        f"Toy (version {TOY_VERSION}): {len(CLASSES)} shape classes ({', '.join(CLASSES)}) of the same volume at a "
+        f"given size, at random rotation, position, size, intensities "
         f"and noise, {SIZE}^3 voxels at {SPACING} mm; {s['train']} training and {s['heldout']} held-out volumes. "
         f"Demo encoder (`train.json` + `demo.json`) at ROI {ROI}^3, {s['iterations']} iterations at batch "
         f"{s['batch']}, seed {s['seed']}; views: the whole volume, crops of 0.8-1.25 x ROI, per-view contrast "

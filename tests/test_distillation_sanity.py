@@ -30,6 +30,16 @@ def test_toy_shapes_differ_by_class_and_sit_in_the_window(bench):
     assert shell[centre - 1 : centre + 1, centre - 1 : centre + 1, centre - 1 : centre + 1].mean() < -500
 
 
+def test_toy_classes_hold_the_same_volume(bench):
+    """The amount of object says nothing of the class: the four shapes' volumes agree within 2% at the same radius."""
+    counts = []
+    for label in range(len(bench.CLASSES)):
+        volume, nuisance = bench.toy_volume(label, np.random.default_rng(1))  # same radius and intensities
+        fraction = (volume - nuisance["background_hu"]) / (nuisance["object_hu"] - nuisance["background_hu"])
+        counts.append(int((fraction > 0.5).sum()))
+    assert max(counts) / min(counts) < 1.02, counts
+
+
 def test_knn_accuracy_counts_majority_votes(bench):
     bank = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     labels = np.array([0, 0, 1, 1])
