@@ -207,3 +207,21 @@ def test_attention_with_padded_heads_is_the_same_attention():
     (grad_plain,) = torch.autograd.grad(plain.square().sum(), q)
     (grad_padded,) = torch.autograd.grad(padded.square().sum(), q)
     torch.testing.assert_close(grad_padded, grad_plain)
+
+
+def test_reconstruction_head_is_its_convolution_pixel_shuffled():
+    """The decoder's product form (F.linear with the Conv3d weight) is the 1x1x1 convolution it replaces."""
+    from monai.networks.utils import pixelshuffle
+
+    from smart_nets.networks.blocks.heads import ReconstructionHead
+
+    torch.manual_seed(0)
+    head = ReconstructionHead(24, out_channels=2, scale=4)
+    x = torch.randn(3, 24, 2, 1, 3, requires_grad=True)
+    out = head(x)
+    reference = pixelshuffle(head.conv(head.norm(x.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)), 3, 4)
+    assert out.shape == (3, 2, 8, 4, 12)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
+    (grad,) = torch.autograd.grad(out.square().sum(), x)
+    (grad_ref,) = torch.autograd.grad(reference.square().sum(), x)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-5, atol=1e-6)
