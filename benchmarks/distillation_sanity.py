@@ -83,6 +83,15 @@ VARIANTS = {
     # combinations of what kept the targets alive above
     "ibot_dino_bn": {"loss_def#w_rec": 0.0, "network_def#head_use_bn": True},
     "smart_bn": {"network_def#head_use_bn": True},
+    # bisecting full SMART back towards what learnt (dino_bn): SMART's masking alone, on DINO
+    "dino_bn_masked": {
+        **DINO,
+        "network_def#head_use_bn": True,
+        "train#trainer#mask_ratio": 0.75,
+        "teacher_mask_ratio": 0.3,
+    },
+    "dino_bn_student_masked": {**DINO, "network_def#head_use_bn": True, "train#trainer#mask_ratio": 0.75},
+    "dino_bn_teacher_noised": {**DINO, "network_def#head_use_bn": True, "teacher_mask_ratio": 0.3},
     "dino_bn_lr5e-5": {**DINO, "network_def#head_use_bn": True, "learning_rate": 5e-5},
     "dino_bn_jitter": {
         **DINO,
