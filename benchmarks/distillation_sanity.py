@@ -92,6 +92,8 @@ VARIANTS = {
     },
     "dino_bn_student_masked": {**DINO, "network_def#head_use_bn": True, "train#trainer#mask_ratio": 0.75},
     "dino_bn_teacher_noised": {**DINO, "network_def#head_use_bn": True, "teacher_mask_ratio": 0.3},
+    # SMART with half the views masked (iBOT's and DINOv2's share), the rest whole
+    "smart_bn_half_masked": {"network_def#head_use_bn": True, "train#trainer#mask_probability": 0.5},
     "dino_bn_lr5e-5": {**DINO, "network_def#head_use_bn": True, "learning_rate": 5e-5},
     "dino_bn_jitter": {
         **DINO,

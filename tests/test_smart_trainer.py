@@ -111,6 +111,19 @@ def test_teacher_sees_the_noise_masks_and_student_the_attention_masks(phantoms, 
     assert student_mask.sum(1).tolist() == [48 - 5] * 4  # 75% minus a hint of 10% of them
 
 
+def test_mask_probability_leaves_some_views_whole_and_checks_its_range(phantoms):
+    """iBOT/DINOv2-style: only a share of the views is masked; the others keep every token."""
+    trainer = _trainer(_loader(phantoms), max_epochs=1, epoch_length=1, mask_probability=0.5, seed=3)
+    attn = torch.rand(400, 64)
+    counts = trainer._student_masks(attn, (4, 4, 4)).flatten(1).sum(1)
+    assert set(counts.tolist()) == {0, 48 - 5}  # whole, or masked as SMART masks
+    assert 0.4 < (counts > 0).float().mean().item() < 0.6
+    every = _trainer(_loader(phantoms), max_epochs=1, epoch_length=1)  # the default: SMART masks every view
+    assert (every._student_masks(attn, (4, 4, 4)).flatten(1).sum(1) == 48 - 5).all()
+    with pytest.raises(ValueError, match="mask_probability"):
+        _trainer(_loader(phantoms), max_epochs=1, mask_probability=1.5)
+
+
 def test_thirty_iterations_lower_the_loss(phantoms):
     trainer = _trainer(_loader(phantoms), max_epochs=15, schedule=SMARTSchedule(base_lr=5e-4, warmup_fraction=0.1))
     outputs = _record(trainer)

@@ -85,6 +85,9 @@ class SMARTTrainer(Trainer):
         non_blocking: non-blocking host-to-device copies.
         masking: ``"attention"`` (SMART) or ``"random"`` (ablation: uniform random tokens).
         mask_ratio: share of tokens masked for the student (0.75).
+        mask_probability: chance that a view is masked at all (1.0: every view, SMART); the others reach the
+            student whole and add only to the global loss. iBOT and DINOv2 mask half the views (0.5), at ratios of
+            0.1-0.5; with SMART's 0.75 on every view the student's global tokens see a quarter of the volume.
         hint_ratio: hint size as a share of the masked tokens (0.1); attention masking only.
         hint_pool: share of most-attended tokens the hint is drawn from (0.1).
         clip_grad: max gradient norm of the student (0.3); 0 disables clipping.
@@ -127,6 +130,7 @@ class SMARTTrainer(Trainer):
         non_blocking: bool = False,
         masking: str = "attention",
         mask_ratio: float = 0.75,
+        mask_probability: float = 1.0,
         hint_ratio: float = 0.1,
         hint_pool: float = 0.1,
         clip_grad: float = 0.3,
@@ -154,7 +158,8 @@ class SMARTTrainer(Trainer):
             amp = False
         if not isinstance(loss_function, SMARTLoss):
             raise ValueError(f"loss_function must be a SMARTLoss, got {type(loss_function).__name__}")
-        for name, value in (("mask_ratio", mask_ratio), ("hint_ratio", hint_ratio), ("hint_pool", hint_pool)):
+        ratios = {"mask_ratio": mask_ratio, "mask_probability": mask_probability, "hint_ratio": hint_ratio}
+        for name, value in {**ratios, "hint_pool": hint_pool}.items():
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         super().__init__(
@@ -179,6 +184,7 @@ class SMARTTrainer(Trainer):
         self.schedule = schedule
         self.masking = look_up_option(masking, MASKINGS)
         self.mask_ratio, self.hint_ratio, self.hint_pool = mask_ratio, hint_ratio, hint_pool
+        self.mask_probability = mask_probability
         self.clip_grad = clip_grad
         self.freeze_last_layer_epochs = freeze_last_layer_epochs
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
@@ -235,6 +241,9 @@ class SMARTTrainer(Trainer):
             mask = attention_guided_mask(attn_map, self.mask_ratio, self.hint_ratio, self.hint_pool, self.generator)
         else:
             mask = random_token_mask(b, n, self.mask_ratio, self.generator, attn_map.device)
+        if self.mask_probability < 1.0:
+            masked = torch.rand(b, generator=self.generator) < self.mask_probability
+            mask = mask & masked.to(mask.device)[:, None]
         return mask.view(b, *grid)
 
     def _apply_schedule(self, values: dict[str, float]) -> None:
