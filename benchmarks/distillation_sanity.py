@@ -92,6 +92,9 @@ VARIANTS = {
     },
     "dino_bn_student_masked": {**DINO, "network_def#head_use_bn": True, "train#trainer#mask_ratio": 0.75},
     "dino_bn_teacher_noised": {**DINO, "network_def#head_use_bn": True, "teacher_mask_ratio": 0.3},
+    # SMART with a tenth of the reconstruction weight (w_rec 1 instead of 10): its gradient, 7x DINO's on the encoder
+    # by the end of smart_bn, takes most of the globally clipped (0.3) update
+    "smart_bn_rec1": {"network_def#head_use_bn": True, "loss_def#w_rec": 1.0},
     # SMART with half the views masked (iBOT's and DINOv2's share), the rest whole
     "smart_bn_half_masked": {"network_def#head_use_bn": True, "train#trainer#mask_probability": 0.5},
     "dino_bn_lr5e-5": {**DINO, "network_def#head_use_bn": True, "learning_rate": 5e-5},
