@@ -65,3 +65,14 @@ def test_quick_run_fills_every_cell(bench, tmp_path):
     table = results.with_suffix(".md").read_text()
     assert "| `dino` teacher |" in table and "supervised (ceiling)" in table and "## Goal" in table
     assert json.loads(results.read_text())["settings"]["iterations"] == data["settings"]["iterations"]
+
+
+def test_loss_gradients_names_each_terms_encoder_gradient(tmp_path):
+    """benchmarks/loss_gradients.py: a finite, positive gradient norm per weighted term; a bad checkpoint is named."""
+    lg = load_benchmark("loss_gradients")
+    result = lg.main(["--quick", "--work", str(tmp_path), "--set", "network_def#head_use_bn=true"])
+    assert set(result) == {"cls", "patch", "rec"}
+    for term, r in result.items():
+        assert math.isfinite(r["grad_norm"]) and r["grad_norm"] > 0, term
+    with pytest.raises(SystemExit, match="no such file"):
+        lg.main(["--quick", "--work", str(tmp_path), "--checkpoint", str(tmp_path / "missing.pt")])
