@@ -81,6 +81,14 @@ VARIANTS = {
     "dino_tt0.01": {**DINO, "schedule#teacher_temp": 0.01, "schedule#teacher_temp_end": 0.01},
     "dino_torch_init": {**DINO, "encoder_def#linear_init": "torch"},
     # combinations of what kept the targets alive above
+    "dino_bn_lr5e-5": {**DINO, "network_def#head_use_bn": True, "learning_rate": 5e-5},
+    "dino_bn_jitter": {
+        **DINO,
+        "network_def#head_use_bn": True,
+        f"{VIEWS}#intensity_scale": [0.5, 1.5],
+        f"{VIEWS}#intensity_shift": [-0.25, 0.25],
+    },
+    # full SMART and iBOT + DINO with the batch-normalized head, and bisecting between them and dino_bn
     "ibot_dino_bn": {"loss_def#w_rec": 0.0, "network_def#head_use_bn": True},
     "smart_bn": {"network_def#head_use_bn": True},
     # bisecting full SMART back towards what learnt (dino_bn): SMART's masking alone, on DINO
@@ -92,18 +100,11 @@ VARIANTS = {
     },
     "dino_bn_student_masked": {**DINO, "network_def#head_use_bn": True, "train#trainer#mask_ratio": 0.75},
     "dino_bn_teacher_noised": {**DINO, "network_def#head_use_bn": True, "teacher_mask_ratio": 0.3},
-    # SMART with a tenth of the reconstruction weight (w_rec 1 instead of 10): its gradient, 7x DINO's on the encoder
-    # by the end of smart_bn, takes most of the globally clipped (0.3) update
+    # SMART with a tenth of the reconstruction weight (w_rec 1 instead of 10): its gradient on the encoder, 4-5x
+    # DINO's on smart_bn's final checkpoint (loss_gradients.py), takes most of the globally clipped (0.3) update
     "smart_bn_rec1": {"network_def#head_use_bn": True, "loss_def#w_rec": 1.0},
     # SMART with half the views masked (iBOT's and DINOv2's share), the rest whole
     "smart_bn_half_masked": {"network_def#head_use_bn": True, "train#trainer#mask_probability": 0.5},
-    "dino_bn_lr5e-5": {**DINO, "network_def#head_use_bn": True, "learning_rate": 5e-5},
-    "dino_bn_jitter": {
-        **DINO,
-        "network_def#head_use_bn": True,
-        f"{VIEWS}#intensity_scale": [0.5, 1.5],
-        f"{VIEWS}#intensity_shift": [-0.25, 0.25],
-    },
 }
 FULL = dict(seed=0, train=256, heldout=128, iterations=1000, batch=16, windows=10, supervised_iterations=1000, k=10)
 QUICK = dict(FULL, train=16, heldout=8, iterations=4, batch=4, windows=2, supervised_iterations=4, k=3)

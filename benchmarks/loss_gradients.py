@@ -45,7 +45,7 @@ def gradient_norms(trainer, batch: dict, teacher_temp: float = 0.04) -> dict[str
     for term, weight_name in TERMS:
         weighted = getattr(loss_fn, weight_name) * losses[term]
         grads = torch.autograd.grad(weighted, params, retain_graph=True, allow_unused=True)
-        norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None) + 0.0)
+        norm = torch.nn.utils.get_total_norm([g for g in grads if g is not None])
         out[term] = {"weighted_loss": float(weighted), "grad_norm": float(norm)}
     return out
 

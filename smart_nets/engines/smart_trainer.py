@@ -158,8 +158,12 @@ class SMARTTrainer(Trainer):
             amp = False
         if not isinstance(loss_function, SMARTLoss):
             raise ValueError(f"loss_function must be a SMARTLoss, got {type(loss_function).__name__}")
-        ratios = {"mask_ratio": mask_ratio, "mask_probability": mask_probability, "hint_ratio": hint_ratio}
-        for name, value in {**ratios, "hint_pool": hint_pool}.items():
+        for name, value in (
+            ("mask_ratio", mask_ratio),
+            ("mask_probability", mask_probability),
+            ("hint_ratio", hint_ratio),
+            ("hint_pool", hint_pool),
+        ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         super().__init__(

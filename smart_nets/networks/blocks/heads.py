@@ -115,8 +115,9 @@ class ReconstructionHead(nn.Module):
 
         The 1x1x1 convolution runs as the matrix product it is (``F.linear`` on channels-last tokens, with the
         convolution's own weight, so checkpoints are unchanged): oneDNN's convolution of 16C channels to
-        ``scale^3`` = 32,768 on a grid of one or a few voxels took about 15% of a CPU pretraining step at the demo
-        scale, forward and backward, where the product takes a few milliseconds.
+        ``scale^3`` = 32,768 on a grid of one or a few voxels took about 15% of a CPU pretraining step at the
+        distillation toy's scale (ROI 32, batch 16; about 4% at the demo's), forward and backward, where the product
+        takes a few milliseconds.
         """
         x = self.norm(x.permute(0, 2, 3, 4, 1))  # (B, d, h, w, C)
         x = F.linear(x, self.conv.weight.flatten(1), self.conv.bias).permute(0, 4, 1, 2, 3)
