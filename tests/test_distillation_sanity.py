@@ -30,6 +30,18 @@ def test_toy_shapes_differ_by_class_and_sit_in_the_window(bench):
     assert shell[centre - 1 : centre + 1, centre - 1 : centre + 1, centre - 1 : centre + 1].mean() < -500
 
 
+def test_the_rod_is_elongated_and_the_ball_is_not(bench):
+    """The rod's bright voxels spread along one axis (second moments > 2x apart), the ball's equally (within 20%)."""
+
+    def moments(label: int) -> np.ndarray:
+        volume, nuisance = bench.toy_volume(label, np.random.default_rng(2))
+        points = np.argwhere(volume > (nuisance["object_hu"] + nuisance["background_hu"]) / 2).astype(float)
+        return np.linalg.eigvalsh(np.cov(points.T))
+
+    rod, ball = moments(bench.CLASSES.index("rod")), moments(bench.CLASSES.index("ball"))
+    assert rod[-1] / rod[0] > 2 and ball[-1] / ball[0] < 1.2, (rod, ball)
+
+
 def test_toy_classes_hold_the_same_volume(bench):
     """The amount of object says nothing of the class: the four shapes' volumes agree within 2% at the same radius."""
     counts = []
@@ -62,8 +74,13 @@ def test_quick_run_fills_every_cell(bench, tmp_path):
     assert data["variants"]["dino"]["losses"]["loss"] == pytest.approx(data["variants"]["dino"]["losses"]["loss_cls"])
     assert data["variants"]["smart_sk"]["overrides"] == {"loss_def#centering": "sinkhorn"}
     assert 0.0 <= data["supervised"]["knn_pooled"] <= 1.0 and 0.0 <= data["random_init"]["knn_cls"] <= 1.0
+    for labelled in ("supervised", "cnn"):  # the labelled references' heads: accuracy and a full confusion matrix
+        confusion = np.array(data[labelled]["confusion"])
+        assert confusion.shape == (4, 4) and confusion.sum() == data["settings"]["heldout"], labelled
+        assert data[labelled]["heldout_accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum())
     table = results.with_suffix(".md").read_text()
     assert "| `dino` teacher |" in table and "supervised (ceiling)" in table and "## Goal" in table
+    assert "a small 3D CNN" in table
     assert json.loads(results.read_text())["settings"]["iterations"] == data["settings"]["iterations"]
 
 
