@@ -4,8 +4,9 @@ SMART's loss is ``w_cls * L_cls + w_patch * L_patch + w_rec * L_rec`` and the tr
 norm (``clip_grad``, 0.3), so a term whose gradient is much larger than the others' decides the step's direction.
 This builds the ``distillation_sanity`` toy's pretraining workflow (the bundle's own trainer, networks and loss;
 ``--set`` adds overrides, e.g. ``network_def#head_use_bn=true``), loads a run's ``checkpoint.pt`` (student,
-teacher, centres) or keeps the random initialisation, takes one batch through the trainer's own teacher pass and
-masks, and prints the norm of the encoder's gradient of each weighted term, from the weights the loss was built with.
+teacher, centres) or keeps the random initialisation, takes one batch through the forward half of the trainer's own
+step (``SMARTTrainer.forward_losses``: teacher pass, masks, student pass, loss), and prints the norm of the encoder's
+gradient of each weighted term, from the weights the loss was built with.
 
     python benchmarks/loss_gradients.py --set network_def#head_use_bn=true                # at initialisation
     python benchmarks/loss_gradients.py --set network_def#head_use_bn=true \\
@@ -36,10 +37,7 @@ def gradient_norms(trainer, batch: dict, teacher_temp: float = 0.04) -> dict[str
     student, loss_fn = unwrap(trainer.network), trainer.loss_function
     student.train()
     trainer.teacher.eval()
-    with torch.no_grad():
-        teacher_out = trainer.teacher(views, noise, reconstruct=False, shared_head=True)
-    masks = trainer._student_masks(teacher_out["attn_map"].float(), noise.shape[1:])
-    losses = loss_fn(student(views, masks), teacher_out, views, masks, teacher_temp, teacher_temp)
+    _, _, losses = trainer.forward_losses(views, noise, teacher_temp, teacher_temp)
     params = [p for n, p in student.named_parameters() if n.startswith("encoder.") and p.requires_grad]
     out = {}
     for term, weight_name in TERMS:

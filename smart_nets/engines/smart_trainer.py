@@ -239,6 +239,41 @@ class SMARTTrainer(Trainer):
             return torch.autocast(device_type, dtype=self.autocast_dtype)
         return torch.autocast(device_type, enabled=self.amp, **(self.amp_kwargs or {}))
 
+    def forward_losses(
+        self,
+        views: torch.Tensor,
+        noise: torch.Tensor,
+        teacher_temp: float,
+        teacher_temp_patch: float,
+        fire_events: bool = False,
+    ) -> tuple[dict, torch.Tensor, dict]:
+        """The forward half of a training step on prepared ``views`` and ``noise`` (see :class:`PrepareSMARTBatch`):
+        the teacher's pass (no gradient), the student masks its attention guides, the student's pass and the loss.
+        No optimizer step, no EMA, no schedule: what a step does before ``backward``, for diagnostics that need the
+        loss terms of one batch with their graphs (``benchmarks/loss_gradients.py``). The caller sets the modes
+        (``network.train()``, ``teacher.eval()``) and any autocast.
+
+        Args:
+            views, noise: a prepared batch.
+            teacher_temp, teacher_temp_patch: the teacher temperatures of the [CLS]/pooled and patch targets.
+            fire_events: fire ``FORWARD_COMPLETED`` and ``LOSS_COMPLETED`` as a training step does.
+
+        Returns:
+            ``(teacher_out, masks, losses)``: the teacher's output dict, the student's bool token masks and the
+            output of ``loss_function`` (the terms keep their graphs).
+        """
+        with torch.no_grad():
+            teacher_out = self.teacher(views, noise, reconstruct=False, shared_head=True)
+        masks = self._student_masks(teacher_out["attn_map"].float(), noise.shape[1:])
+        student_out = self.network(views, masks)
+        if fire_events:
+            self.fire_event(IterationEvents.FORWARD_COMPLETED)
+        # in float32 whatever the autocast: SMARTLoss casts the logits
+        losses = self.loss_function(student_out, teacher_out, views, masks, teacher_temp, teacher_temp_patch)
+        if fire_events:
+            self.fire_event(IterationEvents.LOSS_COMPLETED)
+        return teacher_out, masks, losses
+
     def _student_masks(self, attn_map: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         b, n = attn_map.shape
         if self.masking == "attention":
@@ -300,15 +335,9 @@ class SMARTTrainer(Trainer):
         engine.network.train()
         engine.teacher.eval()
         with engine._autocast(views.device.type):
-            with torch.no_grad():
-                teacher_out = engine.teacher(views, noise, reconstruct=False, shared_head=True)
-            masks = engine._student_masks(teacher_out["attn_map"].float(), noise.shape[1:])
-            student_out = engine.network(views, masks)
-            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            losses = engine.loss_function(  # in float32 whatever the autocast: SMARTLoss casts the logits
-                student_out, teacher_out, views, masks, values["teacher_temp"], values["teacher_temp_patch"]
+            teacher_out, masks, losses = engine.forward_losses(
+                views, noise, values["teacher_temp"], values["teacher_temp_patch"], fire_events=True
             )
-            engine.fire_event(IterationEvents.LOSS_COMPLETED)
         if not torch.isfinite(losses["loss"]):
             parts = {k: float(v) for k, v in losses.items()}
             raise FloatingPointError(f"non-finite SMART loss at iteration {engine.state.iteration}: {parts}")
