@@ -21,6 +21,7 @@ bisecting. The collapse monitor's first and last windows say what the teacher's 
     python benchmarks/distillation_sanity.py                      # the study (see --variants), ~13 min a variant
     python benchmarks/distillation_sanity.py --variants dino dino_bn --iterations 200 --no_supervised  # bisecting
     python benchmarks/distillation_sanity.py --quick --results /tmp/ds.json   # every cell in about a minute (CI)
+    python benchmarks/distillation_sanity.py --summarize s0.json s1.json --results seeds.md   # one table over seeds
 
 Writes ``benchmarks/results/distillation_sanity.json`` (settings, machine, every number) and ``.md`` beside it,
 after every variant (``--resume`` skips variants already in the JSON).
@@ -107,6 +108,7 @@ VARIANTS = {
     # SMART with a tenth of the reconstruction weight (w_rec 1 instead of 10): its gradient on the encoder, 4-5x
     # DINO's on smart_bn's final checkpoint (loss_gradients.py), takes most of the globally clipped (0.3) update
     "smart_bn_rec1": {"network_def#head_use_bn": True, "loss_def#w_rec": 1.0},
+    "smart_bn_rec0.1": {"network_def#head_use_bn": True, "loss_def#w_rec": 0.1},
     # SMART with half the views masked (iBOT's and DINOv2's share), the rest whole
     "smart_bn_half_masked": {"network_def#head_use_bn": True, "train#trainer#mask_probability": 0.5},
 }
@@ -487,10 +489,50 @@ def check_goal(result: dict) -> str:
     for name, r in result["variants"].items():
         best = max(r["teacher"][f"knn_{f}"] for f in ("cls", "pooled"))
         ratio = best / ceiling if ceiling else float("nan")
+        gain = (best - rnd) / (ceiling - rnd) if ceiling > rnd else float("nan")
         lines.append(
-            f"- `{name}`: teacher {best:.3f} = {ratio:.0%} of the ceiling ({'met' if ratio >= 0.8 else 'not met'})"
+            f"- `{name}`: teacher {best:.3f} = {ratio:.0%} of the ceiling ({'met' if ratio >= 0.8 else 'not met'}); "
+            f"{gain:.0%} of the way from random init to the ceiling"
         )
     return "\n".join(lines)
+
+
+def summary(paths: list[Path]) -> str:
+    """One table over seeds from several results JSONs (one seed each): the best of [CLS] and pooled k-NN of random
+    init, the labelled ceiling and each variant's teacher, per seed, with the mean and the gain over random init."""
+    runs = [(p, json.loads(p.read_text())) for p in paths]
+    names = ["random init", "ceiling"] + sorted({v for _, r in runs for v in r.get("variants", {})})
+
+    def best(r: dict, name: str) -> float | None:
+        entry = {"random init": r.get("random_init"), "ceiling": r.get("supervised")}.get(name)
+        entry = entry if name in ("random init", "ceiling") else r.get("variants", {}).get(name, {}).get("teacher")
+        return max(entry[f"knn_{f}"] for f in ("cls", "pooled")) if entry else None
+
+    seeds = [r["settings"]["seed"] for _, r in runs]
+    lines = [
+        "# Distillation sanity over seeds",
+        "",
+        "The best of the [CLS] and pooled k-NN (the exported teacher for the variants) per seed; gain: the mean of "
+        "(variant - random init) over the seeds that ran it, with its range. Sources: "
+        + ", ".join(f"[{p.name}]({p.name})" for p, _ in runs)
+        + ".",
+        "",
+        "| encoder | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | gain over random init (range) |",
+        "|---|" + "---|" * (len(seeds) + 2),
+    ]
+    for name in names:
+        values = [best(r, name) for _, r in runs]
+        have = [v for v in values if v is not None]
+        gains = [v - best(r, "random init") for v, (_, r) in zip(values, runs) if v is not None]
+        cells = [f"{v:.3f}" if v is not None else "-" for v in values]
+        mean = f"{np.mean(have):.3f}" if have else "-"
+        gain = (
+            f"{np.mean(gains):+.3f} ({min(gains):+.3f} to {max(gains):+.3f})"
+            if gains and name != "random init"
+            else "-"
+        )
+        lines.append(f"| {name} | {' | '.join(cells)} | {mean} | {gain} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -508,7 +550,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--work", default="/tmp/distillation_sanity")
     parser.add_argument("--results", default=str(le.REPO / "benchmarks" / "results" / "distillation_sanity.json"))
     parser.add_argument("--resume", action="store_true", help="keep the variants already in --results")
+    parser.add_argument(
+        "--summarize", nargs="+", metavar="JSON", help="write one table over these seeds' results to --results (.md)"
+    )
     args = parser.parse_args(argv)
+    if args.summarize:
+        missing = [p for p in args.summarize if not Path(p).is_file()]
+        if missing:
+            raise SystemExit(f"--summarize: no such results file: {', '.join(missing)}")
+        text = summary([Path(p) for p in args.summarize])
+        le._write_text(Path(args.results).with_suffix(".md"), text)
+        return {"summary": text}
     s = dict(QUICK if args.quick else FULL)
     given = ("iterations", "batch", "seed", "supervised_iterations")
     s.update({k: getattr(args, k) for k in given if getattr(args, k) is not None})

@@ -82,6 +82,14 @@ def test_quick_run_fills_every_cell(bench, tmp_path):
     assert "| `dino` teacher |" in table and "supervised (ceiling)" in table and "## Goal" in table
     assert "a small 3D CNN" in table
     assert json.loads(results.read_text())["settings"]["iterations"] == data["settings"]["iterations"]
+    # one table over seeds: a row per encoder, the gain over random init computed from the file
+    bench.main(["--summarize", str(results), str(results), "--results", str(tmp_path / "seeds.json")])
+    seeds = (tmp_path / "seeds.md").read_text()
+    best = max(data["variants"]["dino"]["teacher"][f"knn_{f}"] for f in ("cls", "pooled"))
+    gain = best - max(data["random_init"][f"knn_{f}"] for f in ("cls", "pooled"))
+    assert f"| dino | {best:.3f} | {best:.3f} | {best:.3f} | {gain:+.3f} ({gain:+.3f} to {gain:+.3f}) |" in seeds
+    with pytest.raises(SystemExit, match="no such results file"):
+        bench.main(["--summarize", str(tmp_path / "missing.json"), "--results", str(tmp_path / "x.json")])
 
 
 def test_loss_gradients_names_each_terms_encoder_gradient(tmp_path):
