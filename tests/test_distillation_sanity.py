@@ -52,6 +52,20 @@ def test_toy_classes_hold_the_same_volume(bench):
     assert max(counts) / min(counts) < 1.02, counts
 
 
+def test_view_agreement_finds_a_volumes_own_view_and_not_a_strangers(bench, tiny_swin):
+    """Identical views: every view retrieves its own twin and agreement is high; views of other volumes (a derangement
+    of the same batch): no view retrieves its own, and the agreement is about 0 or below."""
+    import torch
+
+    torch.manual_seed(0)
+    x = torch.rand(8, 1, 32, 32, 32)
+    same = bench.view_agreement(tiny_swin, (x, x))
+    others = bench.view_agreement(tiny_swin, (x, x.roll(1, 0)))
+    for name in ("cls", "pooled"):
+        assert same[f"retrieval_{name}"] == 1.0 and same[f"agreement_{name}"] > 0.5, same
+        assert others[f"retrieval_{name}"] == 0.0 and others[f"agreement_{name}"] < 0.3, others
+
+
 def test_knn_accuracy_counts_majority_votes(bench):
     bank = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     labels = np.array([0, 0, 1, 1])
@@ -81,6 +95,7 @@ def test_quick_run_fills_every_cell(bench, tmp_path):
     table = results.with_suffix(".md").read_text()
     assert "| `dino` teacher |" in table and "supervised (ceiling)" in table and "## Goal" in table
     assert "a small 3D CNN" in table
+    assert 0.0 <= data["random_init"]["retrieval_pooled"] <= 1.0 and math.isfinite(data["random_init"]["agreement_cls"])
     assert json.loads(results.read_text())["settings"]["iterations"] == data["settings"]["iterations"]
     # one table over seeds: a row per encoder, the gain over random init computed from the file
     bench.main(["--summarize", str(results), str(results), "--results", str(tmp_path / "seeds.json")])
