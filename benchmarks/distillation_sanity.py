@@ -122,9 +122,9 @@ VARIANTS = {
     # SMART with half the views masked (iBOT's and DINOv2's share), the rest whole
     "smart_bn_half_masked": {"network_def#head_use_bn": True, "train#trainer#mask_probability": 0.5},
 }
+VIEW_PAIRS = 64  # training volumes whose two views view_agreement compares
 # 1,024 training volumes: with 256 the demo encoder trained with labels fit them and generalised to 0.84 (ball and
 # rod confused); with 1,024, 0.90
-VIEW_PAIRS = 64  # training volumes whose two views view_agreement compares
 FULL = dict(seed=0, train=1024, heldout=128, iterations=1000, batch=16, windows=10, supervised_iterations=2000, k=10)
 QUICK = dict(FULL, train=16, heldout=8, iterations=4, batch=4, windows=2, supervised_iterations=4, k=3)
 
@@ -191,7 +191,8 @@ def make_toy(folder: Path, num: int, seed: int) -> list[dict]:
 
 
 def toy_data(work: Path, s: dict) -> dict:
-    """The training and held-out toys (seeds ``seed`` and ``seed + 1000``), their datalist and tensors."""
+    """The training and held-out toys (seeds ``seed`` and ``seed + 1000``), their datalist and tensors: ``raw`` (the
+    training volumes at full size), ``train`` and ``heldout`` (resized to the ROI, with labels) and ``pairs``."""
     import torch
 
     train = make_toy(work / "train", s["train"], s["seed"])
@@ -199,12 +200,8 @@ def toy_data(work: Path, s: dict) -> dict:
     datalist = work / "toy.json"
     le._write_json(datalist, {"name": "toy shapes", "training": train, "validation": held})
 
-    def tensors(items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-        import nibabel as nib
-
-        x = np.stack([np.asarray(nib.load(i["image"]).dataobj, dtype=np.float32) for i in items])[:, None]
-        x = np.clip((x + 1000.0) / 1400.0, 0.0, 1.0)  # the bundle's hu_window, scaled to [0, 1]
-        x = torch.nn.functional.interpolate(torch.from_numpy(x), size=(ROI,) * 3, mode="trilinear")
+    def tensors(x: torch.Tensor, items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.nn.functional.interpolate(x, size=(ROI,) * 3, mode="trilinear")
         return x, torch.tensor([i["label"] for i in items])
 
     def quartiles(key: str) -> tuple[np.ndarray, np.ndarray]:  # a nuisance as 4 classes, cut at the bank's quartiles
@@ -212,32 +209,39 @@ def toy_data(work: Path, s: dict) -> dict:
         return tuple(np.searchsorted(cuts, [i[key] for i in items]) for items in (train, held))
 
     nuisance = {key: quartiles(key) for key in NUISANCES}
-    pairs = view_pairs(train[:VIEW_PAIRS], s["seed"])
+    raw = _load(train)
     return {
         "datalist": datalist,
-        "train": tensors(train),
-        "heldout": tensors(held),
+        "raw": raw,
+        "train": tensors(raw, train),
+        "heldout": tensors(_load(held), held),
         "nuisance": nuisance,
-        "pairs": pairs,
+        "pairs": view_pairs(raw[:VIEW_PAIRS], s["seed"]),
     }
 
 
-def _load_raw(items: list[dict]) -> list:
-    """The toy volumes of ``items`` as ``(1, SIZE^3)`` tensors in the bundle's window, scaled to [0, 1]."""
+def _load(items: list[dict]):
+    """The toy volumes of ``items`` as one ``(N, 1, SIZE^3)`` tensor in the bundle's window, scaled to [0, 1]."""
     import nibabel as nib
     import torch
 
-    raw = [np.asarray(nib.load(i["image"]).dataobj, dtype=np.float32) for i in items]
-    return [torch.from_numpy(np.clip((v + 1000.0) / 1400.0, 0, 1))[None] for v in raw]
+    x = np.stack([np.asarray(nib.load(i["image"]).dataobj, dtype=np.float32) for i in items])[:, None]
+    return torch.from_numpy(np.clip((x + 1000.0) / 1400.0, 0.0, 1.0))  # the bundle's hu_window, scaled to [0, 1]
 
 
-def view_pairs(items: list[dict], seed: int) -> tuple:
-    """Two training views (the bundle's ``RandTwoViewsd`` with ``TOY``'s settings) of each volume in ``items``."""
-    import torch
-
+def _toy_views(seed: int):
+    """The bundle's ``RandTwoViewsd`` with ``TOY``'s settings, seeded."""
     views = le._workflow(PRETRAIN, ["train.json", "demo.json"], **TOY).parser.get_parsed_content(VIEWS)
     views.set_random_state(seed)
-    pairs = [views({"image": x}) for x in _load_raw(items)]
+    return views
+
+
+def view_pairs(raw, seed: int) -> tuple:
+    """Two training views of each volume of ``raw`` ``(N, 1, SIZE^3)``."""
+    import torch
+
+    views = _toy_views(seed)
+    pairs = [views({"image": x}) for x in raw]
     return torch.stack([p["view1"] for p in pairs]), torch.stack([p["view2"] for p in pairs])
 
 
@@ -253,8 +257,7 @@ def view_agreement(encoder, pairs: tuple) -> dict:
     out = {}
     for name in ("cls", "pooled"):
         centre = np.concatenate([f1[name], f2[name]]).mean(0)
-        a, b = (f - centre for f in (f1[name], f2[name]))
-        sim = (a / np.linalg.norm(a, axis=1, keepdims=True)) @ (b / np.linalg.norm(b, axis=1, keepdims=True)).T
+        sim = _unit(f1[name], centre) @ _unit(f2[name], centre).T
         n = len(sim)
         off = (sim.sum() - np.trace(sim)) / max(1, n * (n - 1))
         out[f"agreement_{name}"] = float(np.trace(sim) / n - off)
@@ -278,14 +281,16 @@ def features(encoder, x) -> dict[str, np.ndarray]:
     return {k: torch.cat(v).numpy() for k, v in out.items()}
 
 
+def _unit(a: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """The rows of ``a - centre`` at unit length."""
+    a = a - centre
+    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+
 def knn_accuracy(bank: np.ndarray, bank_labels: np.ndarray, query: np.ndarray, labels: np.ndarray, k: int) -> float:
     """Cosine k-NN majority vote of ``query`` against ``bank`` (ties to the lowest class)."""
-
-    def unit(a: np.ndarray) -> np.ndarray:
-        a = a - bank.mean(0)  # centred on the bank: a constant offset shared by every feature carries nothing
-        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-
-    sims = unit(query) @ unit(bank).T
+    centre = bank.mean(0)  # centred on the bank: a constant offset shared by every feature carries nothing
+    sims = _unit(query, centre) @ _unit(bank, centre).T
     nearest = np.argsort(-sims, axis=1)[:, :k]
     votes = np.stack([(bank_labels[nearest] == c).sum(1) for c in range(len(CLASSES))], 1)
     return float((votes.argmax(1) == labels).mean())
@@ -378,23 +383,20 @@ def pretrain(name: str, s: dict, data: dict, out: Path) -> dict:
 CNN_ITERATIONS = 600  # enough for the CNN reference: on whole toy volumes it is at 1.0 held-out by 200
 
 
-class _CNN:
-    """A small plain 3D CNN (four conv-norm-GELU-maxpool blocks, 16-64 channels, global average pooling): the toy's
-    own difficulty, set beside the encoder's ceiling. If it is at 1.0 where the encoder is not, the gap is the
-    encoder's, not the toy's."""
+def _small_cnn():
+    """A small plain 3D CNN (four conv-norm-GELU-maxpool blocks, 16-64 channels, global average pooling, 64 outputs):
+    the toy's own difficulty, set beside the encoder's ceiling. If it is at 1.0 where the encoder is not, the gap is
+    the encoder's, not the toy's."""
+    from torch import nn
 
-    @staticmethod
-    def build():
-        from torch import nn
-
-        def block(i: int, o: int) -> nn.Module:
-            return nn.Sequential(
-                nn.Conv3d(i, o, 3, padding=1), nn.InstanceNorm3d(o, affine=True), nn.GELU(), nn.MaxPool3d(2)
-            )
-
+    def block(i: int, o: int) -> nn.Module:
         return nn.Sequential(
-            block(1, 16), block(16, 32), block(32, 64), block(64, 64), nn.AdaptiveAvgPool3d(1), nn.Flatten()
+            nn.Conv3d(i, o, 3, padding=1), nn.InstanceNorm3d(o, affine=True), nn.GELU(), nn.MaxPool3d(2)
         )
+
+    return nn.Sequential(
+        block(1, 16), block(16, 32), block(32, 64), block(64, 64), nn.AdaptiveAvgPool3d(1), nn.Flatten()
+    )
 
 
 def supervised(s: dict, data: dict, out: Path, model: str = "encoder") -> dict:
@@ -415,17 +417,16 @@ def supervised(s: dict, data: dict, out: Path, model: str = "encoder") -> dict:
             return torch.cat((h.cls_token, h.pooled), 1)
 
     else:
-        encoder, width = _CNN.build(), 64
+        encoder, width = _small_cnn(), 64
         embed = encoder
-    views = le._workflow(PRETRAIN, ["train.json", "demo.json"], **TOY).parser.get_parsed_content(VIEWS)
-    views.set_random_state(s["seed"])
+    views = _toy_views(s["seed"])
     head = nn.Linear(width, len(CLASSES))
     params = list(encoder.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05)
     steps = s["supervised_iterations"] if model == "encoder" else min(s["supervised_iterations"], CNN_ITERATIONS)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 1e-3, total_steps=steps, pct_start=0.05)
     y, g = data["train"][1], torch.Generator().manual_seed(s["seed"])
-    raw = _load_raw(_items(data, "training"))
+    raw = data["raw"]
     start = time.perf_counter()
     encoder.train()
     for _ in range(steps):
@@ -450,10 +451,6 @@ def supervised(s: dict, data: dict, out: Path, model: str = "encoder") -> dict:
         [int(((labels == a) & (predicted == b)).sum()) for b in range(len(CLASSES))] for a in range(len(CLASSES))
     ]
     return {**result, **evaluate(encoder, data, s["k"])} if model == "encoder" else result
-
-
-def _items(data: dict, key: str) -> list[dict]:
-    return json.loads(Path(data["datalist"]).read_text())[key]
 
 
 # ---------------------------------------------------------------------------------------------------------- report
@@ -564,8 +561,8 @@ def summary(paths: list[Path]) -> str:
     names = ["random init", "ceiling"] + sorted({v for _, r in runs for v in r.get("variants", {})})
 
     def best(r: dict, name: str) -> float | None:
-        entry = {"random init": r.get("random_init"), "ceiling": r.get("supervised")}.get(name)
-        entry = entry if name in ("random init", "ceiling") else r.get("variants", {}).get(name, {}).get("teacher")
+        references = {"random init": r.get("random_init"), "ceiling": r.get("supervised")}
+        entry = references[name] if name in references else r.get("variants", {}).get(name, {}).get("teacher")
         return max(entry[f"knn_{f}"] for f in ("cls", "pooled")) if entry else None
 
     seeds = [r["settings"]["seed"] for _, r in runs]
