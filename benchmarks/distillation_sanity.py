@@ -125,7 +125,17 @@ VARIANTS = {
 VIEW_PAIRS = 64  # training volumes whose two views view_agreement compares
 # 1,024 training volumes: with 256 the demo encoder trained with labels fit them and generalised to 0.84 (ball and
 # rod confused); with 1,024, 0.90
-FULL = dict(seed=0, train=1024, heldout=128, iterations=1000, batch=16, windows=10, supervised_iterations=2000, k=10)
+FULL = dict(
+    seed=0,
+    train=1024,
+    heldout=128,
+    iterations=1000,
+    batch=16,
+    windows=10,
+    supervised_iterations=2000,
+    k=10,
+    backbone="swin",
+)
 QUICK = dict(FULL, train=16, heldout=8, iterations=4, batch=4, windows=2, supervised_iterations=4, k=3)
 
 
@@ -336,6 +346,7 @@ def _workflow(s: dict, data: dict, out: Path, overrides: dict, iterations: int):
         "schedule#momentum": SMARTSchedule().momentum_for(total, 0.02),
         "train#progress_bar#disable": True,
         "train#dataset#progress": False,
+        **BACKBONES[s["backbone"]],
         **overrides,
     }
     wf = le._workflow(PRETRAIN, ["train.json", "demo.json"], **settings)
@@ -397,6 +408,84 @@ def _small_cnn():
     return nn.Sequential(
         block(1, 16), block(16, 32), block(32, 64), block(64, 64), nn.AdaptiveAvgPool3d(1), nn.Flatten()
     )
+
+
+def cnn_pretrain_net(
+    out_dim: int,
+    head_hidden_dim: int,
+    head_bottleneck_dim: int,
+    norm_last_layer: bool = True,
+    head_use_bn: bool = False,
+):
+    """The small CNN reference as the backbone of the bundle's self-distillation (``--backbone cnn``): a network with
+    ``SMARTPretrainNet``'s call and outputs, so that the bundle's trainer, loss, views, schedules and monitor run on
+    it unchanged, DINO only. It answers one bisecting question: does the machinery learn the toy with a backbone that
+    learns it from labels in a minute? Its [CLS] and pooled tokens are the same vector, the mean of its last feature
+    map (16x smaller than the input, as SMARTSwin's stage-3 grid), whose cells are its patch tokens."""
+    import torch
+    from torch import nn
+
+    from smart_nets.networks.blocks.heads import ProjectionHead, prototype_layer
+    from smart_nets.networks.nets.smart_swin import ClassAttentionOutput
+
+    class Encoder(nn.Module):
+        embed_dim = 64
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(*list(_small_cnn())[:-2])  # without the global pooling
+
+        def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+            if mask is not None and bool(mask.any()):
+                raise ValueError("the CNN backbone takes no token mask: use it with DINO only (mask ratios 0)")
+            return [self.body(x)]
+
+        def forward_class_attention(self, features: list[torch.Tensor]) -> ClassAttentionOutput:
+            tokens = features[-1].flatten(2).transpose(1, 2)  # (B, N, C)
+            pooled = tokens.mean(1)
+            uniform = tokens.new_full(tokens.shape[:2], 1.0 / tokens.shape[1])
+            return ClassAttentionOutput(pooled, pooled, tokens, uniform)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = Encoder()
+            width = Encoder.embed_dim
+            self.head = ProjectionHead(
+                width, out_dim, head_hidden_dim, head_bottleneck_dim, 3, norm_last_layer, head_use_bn
+            )
+            self.patch_last_layer = prototype_layer(head_bottleneck_dim, out_dim, norm_last_layer)
+
+        def forward(self, x, mask=None, reconstruct=True, shared_head=None) -> dict:
+            out = self.encoder.forward_class_attention(self.encoder.forward_features(x, mask))
+            last = self.head.last_layer if shared_head else self.patch_last_layer
+            result = {
+                "global": torch.stack((self.head(out.cls_token), self.head(out.pooled)), dim=1),
+                "patch": last(self.head.embed(out.patch_tokens)),
+                "attn_map": out.attn_map,
+            }
+            if reconstruct:  # nothing to rebuild with: DINO only (w_rec = 0, no masked voxel)
+                result["recon"] = torch.zeros_like(x)
+            return result
+
+    return Net()
+
+
+# the bundle overrides that swap the encoder (``--backbone``); the variants' own overrides of ``network_def#...``
+# apply on top
+BACKBONES = {
+    "swin": {},
+    "cnn": {
+        "network_def": {
+            "_target_": "distillation_sanity.cnn_pretrain_net",
+            "out_dim": "@out_dim",
+            "head_hidden_dim": "@head_hidden_dim",
+            "head_bottleneck_dim": "@head_bottleneck_dim",
+            "norm_last_layer": True,
+            "head_use_bn": False,
+        }
+    },
+}
 
 
 def supervised(s: dict, data: dict, out: Path, model: str = "encoder") -> dict:
@@ -474,7 +563,13 @@ def markdown(result: dict, json_name: str) -> str:
         f"Toy (version {TOY_VERSION}): {len(CLASSES)} shape classes ({', '.join(CLASSES)}) of the same volume at a "
         f"given size, at random rotation, position, size, intensities "
         f"and noise, {SIZE}^3 voxels at {SPACING} mm; {s['train']} training and {s['heldout']} held-out volumes. "
-        f"Demo encoder (`train.json` + `demo.json`) at ROI {ROI}^3, {s['iterations']} iterations at batch "
+        + (
+            "The small CNN reference as the backbone (`--backbone cnn`: 4 conv blocks, 64 features, no [CLS]: its "
+            "[CLS] and pooled columns are the same mean feature)"
+            if s.get("backbone") == "cnn"
+            else "Demo encoder"
+        )
+        + f" (`train.json` + `demo.json`) at ROI {ROI}^3, {s['iterations']} iterations at batch "
         f"{s['batch']}, seed {s['seed']}; views: the whole volume, crops of 0.8-1.25 x ROI, per-view contrast "
         f"0.7-1.3 and brightness +-0.1. k-NN: cosine, k = {s['k']}, training volumes as the bank, held-out as "
         f"queries; chance {chance:.2f}. The nuisance columns: the same k-NN (best of [CLS] and pooled) asked for the "
@@ -606,6 +701,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int)
     parser.add_argument("--supervised_iterations", type=int, help="iterations of the labelled ceiling")
     parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--backbone",
+        choices=["swin", "cnn"],
+        help="the bundle's encoder (swin, default) or the small CNN reference, DINO variants only (cnn)",
+    )
     parser.add_argument("--no_supervised", action="store_true", help="skip the ceiling")
     parser.add_argument("--set", nargs="*", default=[], metavar="ID=JSON", help="bundle overrides for every variant")
     parser.add_argument("--work", default="/tmp/distillation_sanity")
@@ -623,7 +723,7 @@ def main(argv: list[str] | None = None) -> dict:
         le._write_text(Path(args.results).with_suffix(".md"), text)
         return {"summary": text}
     s = dict(QUICK if args.quick else FULL)
-    given = ("iterations", "batch", "seed", "supervised_iterations")
+    given = ("iterations", "batch", "seed", "supervised_iterations", "backbone")
     s.update({k: getattr(args, k) for k in given if getattr(args, k) is not None})
     s["overrides"] = le.parse_sets(parser, args.set)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

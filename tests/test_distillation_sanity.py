@@ -107,6 +107,37 @@ def test_quick_run_fills_every_cell(bench, tmp_path):
         bench.main(["--summarize", str(tmp_path / "missing.json"), "--results", str(tmp_path / "x.json")])
 
 
+def test_cnn_backbone_has_the_pretraining_nets_outputs_and_refuses_masks(bench):
+    """The CNN backbone answers as SMARTPretrainNet does (so that the bundle's trainer runs it), [CLS] = pooled, the
+    patch grid 16x smaller than the input; a token mask (SMART's masking) is refused by name."""
+    import torch
+
+    torch.manual_seed(0)
+    net = bench.cnn_pretrain_net(out_dim=16, head_hidden_dim=8, head_bottleneck_dim=4, head_use_bn=True)
+    x = torch.rand(4, 1, 32, 32, 32)
+    out = net(x)
+    assert out["global"].shape == (4, 2, 16) and out["patch"].shape == (4, 8, 16) and out["attn_map"].shape == (4, 8)
+    assert torch.equal(out["global"][:, 0], out["global"][:, 1]) and torch.equal(out["recon"], torch.zeros_like(x))
+    shared = net(x, torch.zeros(4, 2, 2, 2, dtype=torch.bool), reconstruct=False, shared_head=True)
+    assert "recon" not in shared and not torch.allclose(shared["patch"], out["patch"])  # the global last layer
+    with pytest.raises(ValueError, match="DINO only"):
+        net(x, torch.ones(4, 2, 2, 2, dtype=torch.bool))
+    features = bench.features(net.encoder, x)
+    assert features["cls"].shape == (4, 64) and np.array_equal(features["cls"], features["pooled"])
+
+
+def test_quick_run_with_the_cnn_backbone(bench, tmp_path):
+    """--backbone cnn runs the bundle's trainer on the CNN: the bundle's network is replaced, the variant's head
+    override still applies, and the settings record the backbone."""
+    results = tmp_path / "ds.json"
+    args = ["--quick", "--backbone", "cnn", "--no_supervised", "--variants", "dino_bn"]
+    data = bench.main(args + ["--work", str(tmp_path / "work"), "--results", str(results)])
+    run = data["variants"]["dino_bn"]
+    assert data["settings"]["backbone"] == "cnn" and run["iterations"] > 0 and run["monitor"]
+    assert run["teacher"]["knn_cls"] == run["teacher"]["knn_pooled"]  # one mean feature: CNN, not the Swin
+    assert "`--backbone cnn`" in results.with_suffix(".md").read_text()
+
+
 def test_loss_gradients_names_each_terms_encoder_gradient(tmp_path):
     """benchmarks/loss_gradients.py: a finite, positive gradient norm per weighted term; a bad checkpoint is named."""
     lg = load_benchmark("loss_gradients")
