@@ -471,10 +471,29 @@ def cnn_pretrain_net(
     return Net()
 
 
+def znorm_swin(**kwargs):
+    """The bundle's ``SMARTSwin`` (``kwargs`` as ``encoder_def`` gives them) that first z-scores each input volume
+    (``--backbone swin_znorm``): blind to a view's contrast and brightness and to the toy's absolute intensities, as
+    the CNN backbone's instance normalization nearly is. Bisects the CNN's success between that invariance and the
+    architecture."""
+    import torch
+
+    from smart_nets.networks.nets import SMARTSwin
+
+    class ZNormSwin(SMARTSwin):
+        def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+            dims = tuple(range(2, x.ndim))
+            x = (x - x.mean(dims, keepdim=True)) / x.std(dims, keepdim=True).clamp(min=1e-6)
+            return super().forward_features(x, mask)
+
+    return ZNormSwin(**kwargs)
+
+
 # the bundle overrides that swap the encoder (``--backbone``); the variants' own overrides of ``network_def#...``
 # apply on top
 BACKBONES = {
     "swin": {},
+    "swin_znorm": {"encoder_def#_target_": "distillation_sanity.znorm_swin"},
     "cnn": {
         "network_def": {
             "_target_": "distillation_sanity.cnn_pretrain_net",
@@ -567,7 +586,11 @@ def markdown(result: dict, json_name: str) -> str:
             "The small CNN reference as the backbone (`--backbone cnn`: 4 conv blocks, 64 features, no [CLS]: its "
             "[CLS] and pooled columns are the same mean feature)"
             if s.get("backbone") == "cnn"
-            else "Demo encoder"
+            else (
+                "Demo encoder, z-scoring each input volume first (`--backbone swin_znorm`)"
+                if s.get("backbone") == "swin_znorm"
+                else "Demo encoder"
+            )
         )
         + f" (`train.json` + `demo.json`) at ROI {ROI}^3, {s['iterations']} iterations at batch "
         f"{s['batch']}, seed {s['seed']}; views: the whole volume, crops of 0.8-1.25 x ROI, per-view contrast "
@@ -703,8 +726,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int)
     parser.add_argument(
         "--backbone",
-        choices=["swin", "cnn"],
-        help="the bundle's encoder (swin, default) or the small CNN reference, DINO variants only (cnn)",
+        choices=list(BACKBONES),
+        help="the bundle's encoder (swin, default), the same z-scoring each input (swin_znorm), or the small CNN "
+        "reference, DINO variants only (cnn)",
     )
     parser.add_argument("--no_supervised", action="store_true", help="skip the ceiling")
     parser.add_argument("--set", nargs="*", default=[], metavar="ID=JSON", help="bundle overrides for every variant")

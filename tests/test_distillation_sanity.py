@@ -126,6 +126,23 @@ def test_cnn_backbone_has_the_pretraining_nets_outputs_and_refuses_masks(bench):
     assert features["cls"].shape == (4, 64) and np.array_equal(features["cls"], features["pooled"])
 
 
+def test_the_z_scoring_swin_is_blind_to_contrast_and_brightness_and_the_plain_one_is_not(bench, tiny_swin):
+    """--backbone swin_znorm: the bundle's encoder class and weights, and the same features for ``0.5 x + 0.2`` as for
+    ``x``; the plain encoder's features change."""
+    import torch
+
+    from smart_nets.networks.nets import SMARTSwin
+    from tests.helpers import TINY
+
+    znorm = bench.znorm_swin(**TINY).eval()
+    znorm.load_state_dict(tiny_swin.state_dict())
+    assert isinstance(znorm, SMARTSwin)
+    x = torch.rand(2, 1, 32, 32, 32)
+    same = bench.features(znorm, x)["pooled"], bench.features(znorm, 0.5 * x + 0.2)["pooled"]
+    plain = bench.features(tiny_swin, x)["pooled"], bench.features(tiny_swin, 0.5 * x + 0.2)["pooled"]
+    assert np.abs(same[0] - same[1]).max() < 1e-4 < np.abs(plain[0] - plain[1]).max()
+
+
 def test_quick_run_with_the_cnn_backbone(bench, tmp_path):
     """--backbone cnn runs the bundle's trainer on the CNN: the bundle's network is replaced, the variant's head
     override still applies, and the settings record the backbone."""
