@@ -32,6 +32,7 @@ after every variant (``--resume`` skips variants already in the JSON).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -346,7 +347,7 @@ def _workflow(s: dict, data: dict, out: Path, overrides: dict, iterations: int):
         "schedule#momentum": SMARTSchedule().momentum_for(total, 0.02),
         "train#progress_bar#disable": True,
         "train#dataset#progress": False,
-        **BACKBONES[s["backbone"]],
+        **copy.deepcopy(BACKBONES[s["backbone"]]),  # the parser edits nested overrides in place
         **overrides,
     }
     wf = le._workflow(PRETRAIN, ["train.json", "demo.json"], **settings)

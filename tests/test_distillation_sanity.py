@@ -152,6 +152,7 @@ def test_quick_run_with_the_cnn_backbone(bench, tmp_path):
     run = data["variants"]["dino_bn"]
     assert data["settings"]["backbone"] == "cnn" and run["iterations"] > 0 and run["monitor"]
     assert run["teacher"]["knn_cls"] == run["teacher"]["knn_pooled"]  # one mean feature: CNN, not the Swin
+    assert bench.BACKBONES["cnn"]["network_def"]["head_use_bn"] is False  # the variant's override did not stick
     assert "`--backbone cnn`" in results.with_suffix(".md").read_text()
 
 
