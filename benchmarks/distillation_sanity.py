@@ -20,7 +20,12 @@ bisecting. The collapse monitor's first and last windows say what the teacher's 
 ``view_agreement`` whether two training views of one volume look more alike to each encoder than views of different
 volumes: what self-distillation has to bootstrap from.
 
-    python benchmarks/distillation_sanity.py                      # the study (see --variants), ~13 min a variant
+Backbones (``--backbone``, ``BACKBONES``): the bundle's encoder (``swin``), the same z-scoring each input volume first
+(``swin_znorm``, blind to a view's contrast and brightness), or the small CNN reference with the bundle's projection
+head (``cnn``, DINO variants only): the bisection from a backbone that learns the toy to the one that does not.
+
+    python benchmarks/distillation_sanity.py                      # the study (see --variants), ~6.5 min a variant
+    python benchmarks/distillation_sanity.py --backbone cnn --variants dino_bn   # the same DINO on the small CNN
     python benchmarks/distillation_sanity.py --variants dino dino_bn --iterations 200 --no_supervised  # bisecting
     python benchmarks/distillation_sanity.py --quick --results /tmp/ds.json   # every cell in about a minute (CI)
     python benchmarks/distillation_sanity.py --summarize s0.json s1.json --results seeds.md   # one table over seeds
