@@ -37,7 +37,6 @@ after every variant (``--resume`` skips variants already in the JSON).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import math
@@ -352,7 +351,7 @@ def _workflow(s: dict, data: dict, out: Path, overrides: dict, iterations: int):
         "schedule#momentum": SMARTSchedule().momentum_for(total, 0.02),
         "train#progress_bar#disable": True,
         "train#dataset#progress": False,
-        **copy.deepcopy(BACKBONES[s["backbone"]]),  # the parser edits nested overrides in place
+        **BACKBONES[s["backbone"]],
         **overrides,
     }
     wf = le._workflow(PRETRAIN, ["train.json", "demo.json"], **settings)
@@ -511,6 +510,12 @@ BACKBONES = {
         }
     },
 }
+BACKBONE_NAMES = {  # as the results' Markdown names them
+    "swin": "Demo encoder",
+    "swin_znorm": "Demo encoder, z-scoring each input volume first (`--backbone swin_znorm`)",
+    "cnn": "The small CNN reference as the backbone (`--backbone cnn`: 4 conv blocks, 64 features, no [CLS]: its [CLS] "
+    "and pooled columns are the same mean feature)",
+}
 
 
 def supervised(s: dict, data: dict, out: Path, model: str = "encoder") -> dict:
@@ -588,16 +593,7 @@ def markdown(result: dict, json_name: str) -> str:
         f"Toy (version {TOY_VERSION}): {len(CLASSES)} shape classes ({', '.join(CLASSES)}) of the same volume at a "
         f"given size, at random rotation, position, size, intensities "
         f"and noise, {SIZE}^3 voxels at {SPACING} mm; {s['train']} training and {s['heldout']} held-out volumes. "
-        + (
-            "The small CNN reference as the backbone (`--backbone cnn`: 4 conv blocks, 64 features, no [CLS]: its "
-            "[CLS] and pooled columns are the same mean feature)"
-            if s.get("backbone") == "cnn"
-            else (
-                "Demo encoder, z-scoring each input volume first (`--backbone swin_znorm`)"
-                if s.get("backbone") == "swin_znorm"
-                else "Demo encoder"
-            )
-        )
+        + BACKBONE_NAMES[s.get("backbone", "swin")]  # results written before --backbone: the demo encoder
         + f" (`train.json` + `demo.json`) at ROI {ROI}^3, {s['iterations']} iterations at batch "
         f"{s['batch']}, seed {s['seed']}; views: the whole volume, crops of 0.8-1.25 x ROI, per-view contrast "
         f"0.7-1.3 and brightness +-0.1. k-NN: cosine, k = {s['k']}, training volumes as the bank, held-out as "

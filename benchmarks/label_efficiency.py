@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import datetime
 import json
 import logging
@@ -139,7 +140,9 @@ def parse_sets(parser: argparse.ArgumentParser, items: list[str]) -> dict:
 
 
 def _workflow(bundle: Path, configs: list[str], **overrides):
-    """A bundle workflow in this process (``monai.bundle run`` without a new interpreter), initialised."""
+    """A bundle workflow in this process (``monai.bundle run`` without a new interpreter), initialised. The overrides
+    are copied first: the config parser edits nested values (a dict given for one id, then ``id#key``) in place, which
+    would carry one run's override into the caller's constants and so into the next run."""
     from monai.bundle import ConfigWorkflow
 
     wf = ConfigWorkflow(
@@ -147,7 +150,7 @@ def _workflow(bundle: Path, configs: list[str], **overrides):
         logging_file=False,
         workflow_type=None,
         bundle_root=str(bundle),
-        **overrides,
+        **copy.deepcopy(overrides),
     )
     wf.initialize()
     return wf
