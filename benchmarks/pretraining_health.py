@@ -36,13 +36,23 @@ import label_efficiency as le  # noqa: E402  (the bundle-in-process helpers and 
 
 PRETRAIN = le.PRETRAIN
 RANDOM_INIT = le.RANDOM_INIT
+_DINO = {"loss_def#w_rec": 0.0, "loss_def#w_patch": 0.0, "train#trainer#mask_ratio": 0.0, "teacher_mask_ratio": 0.0}
 VARIANTS = {
     "smart": {},
     "simmim": {"loss_def#w_cls": 0.0, "loss_def#w_patch": 0.0},
     "dino_ibot": {"loss_def#w_rec": 0.0},
+    # what the toy (distillation_sanity.py) found: DINO alone on clean, unmasked views learns, a BatchNorm head
+    # helps, the teacher's noise costs most of the gain
+    "dino": _DINO,
+    "dino_bn": {**_DINO, "network_def#head_use_bn": True},
+    "smart_clean": {"teacher_mask_ratio": 0.0},
+    "smart_bn_clean": {"teacher_mask_ratio": 0.0, "network_def#head_use_bn": True},
 }
-FULL = dict(seed=0, pool=16, heldout=8, iterations=640, batch=2, windows=16, labels=[], max_teacher_share=0.02)
-QUICK = dict(FULL, pool=6, heldout=2, iterations=4, windows=2)
+DEFAULT_VARIANTS = ["smart", "simmim", "dino_ibot"]
+FULL = dict(
+    seed=0, pool=16, heldout=8, iterations=640, batch=2, windows=16, labels=[], max_teacher_share=0.02, n_bootstrap=2000
+)
+QUICK = dict(FULL, pool=6, heldout=2, iterations=4, windows=2, n_bootstrap=50)
 
 
 def pretrain(variant: str, s: dict, lists: dict, out: Path, overrides: dict | None = None) -> dict:
@@ -123,16 +133,47 @@ def probe(encoders: dict[str, str | None], s: dict, lists: dict, out: Path) -> d
     wf.finalize()
     data = np.load(out / "clusters" / "cluster_embeddings.npz")
     metrics = json.loads((out / "clusters" / "cluster_metrics.json").read_text())["encoders"]
-    result = {}
+    result, hits = {}, {}
+    first = next(iter(encoders))
     for name in encoders:
         x, labels, cases = data[f"{name}_embeddings"], data[f"{name}_labels"], data[f"{name}_cases"]
+        if not (np.array_equal(labels, data[f"{first}_labels"]) and np.array_equal(cases, data[f"{first}_cases"])):
+            raise RuntimeError(f"the organ embeddings of {name} and {first} are not of the same organs: cannot pair")
+        hits[name] = {"knn_1": knn_probe(x, labels, cases, per_embedding=True)}
+        hits[name]["linear"] = linear_probe(x, labels, cases, per_embedding=True)
         result[name] = {
-            "knn_1": knn_probe(x, labels, cases),
-            "linear": linear_probe(x, labels, cases),
+            "knn_1": float(hits[name]["knn_1"].mean()),
+            "linear": float(hits[name]["linear"].mean()),
             "silhouette": float(metrics[name]["silhouette"]),
             "n_embeddings": int(len(x)),
         }
+    cases = data[f"{first}_cases"]
+    references = [r for r in (RANDOM_INIT, "simmim_teacher") if r in hits]
+    for name in encoders:
+        for ref in references:
+            if name != ref:
+                result[name][f"vs_{ref}"] = {
+                    kind: paired_bootstrap(hits[name][kind], hits[ref][kind], cases, s["n_bootstrap"], s["seed"])
+                    for kind in ("knn_1", "linear")
+                }
     return result
+
+
+def paired_bootstrap(a, b, cases, n: int, seed: int) -> dict:
+    """The difference in accuracy ``mean(a) - mean(b)`` of two probes on the same embeddings, with a 95% percentile
+    CI from resampling whole cases (an image's organs are not independent) ``n`` times."""
+    import numpy as np
+
+    a, b, cases = np.asarray(a, float), np.asarray(b, float), np.asarray(cases)
+    ids = np.unique(cases)
+    rows = [np.flatnonzero(cases == c) for c in ids]
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n):
+        pick = np.concatenate([rows[i] for i in rng.integers(0, len(ids), len(ids))])
+        diffs.append(a[pick].mean() - b[pick].mean())
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {"difference": float(a.mean() - b.mean()), "ci95": [float(lo), float(hi)], "n_cases": int(len(ids))}
 
 
 def check_goals(result: dict) -> list[dict]:
@@ -248,14 +289,30 @@ def markdown(result: dict, json_name: str) -> str:
         "",
         "## Organ identity from frozen features (held-out phantoms, leave-one-case-out)",
         "",
-        "| encoder | 1-NN accuracy | linear probe accuracy | silhouette | embeddings |",
-        "|---|---|---|---|---|",
+        "| encoder | 1-NN accuracy | linear probe accuracy | 1-NN / linear - random init [95% CI] |"
+        " 1-NN / linear - SimMIM teacher [95% CI] | silhouette | embeddings |",
+        "|---|---|---|---|---|---|---|",
     ]
+
+    def versus(p: dict, ref: str) -> str:
+        if f"vs_{ref}" not in p:
+            return "-"
+        d = p[f"vs_{ref}"]
+        return " / ".join(
+            f"{d[k]['difference']:+.3f} [{d[k]['ci95'][0]:+.3f}, {d[k]['ci95'][1]:+.3f}]" for k in ("knn_1", "linear")
+        )
+
     for name, p in result["probes"].items():
         lines.append(
-            f"| `{name}` | {p['knn_1']:.3f} | {p['linear']:.3f} | {p['silhouette']:.3f} | {p['n_embeddings']} |"
+            f"| `{name}` | {p['knn_1']:.3f} | {p['linear']:.3f} | {versus(p, RANDOM_INIT)} | "
+            f"{versus(p, 'simmim_teacher')} | {p['silhouette']:.3f} | {p['n_embeddings']} |"
         )
-    lines += ["", "`<variant>_teacher` is what the bundle exports (`models/model.pt`); `_student` the student.", ""]
+    lines += [
+        "",
+        "`<variant>_teacher` is what the bundle exports (`models/model.pt`); `_student` the student. CIs: paired "
+        f"percentile bootstrap over held-out cases ({s['n_bootstrap']} resamples; an image's organs move together).",
+        "",
+    ]
     lines += ["## Goals", "", "| goal | measured | met |", "|---|---|---|"]
     lines += [f"| {g['goal']} | {g['value']} | {'yes' if g['met'] else '**no**'} |" for g in result["goals"]]
     return "\n".join(lines) + "\n"
@@ -266,7 +323,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny settings: every cell, about a minute")
     parser.add_argument("--iterations", type=int, help="pretraining iterations per variant")
     parser.add_argument("--seed", type=int, help="pretraining seed")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=DEFAULT_VARIANTS)
+    parser.add_argument("--heldout", type=int, help="held-out phantoms for the probes")
     parser.add_argument("--work", default="/tmp/pretraining_health", help="phantoms and runs")
     parser.add_argument(
         "--set",
@@ -278,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--results", default=str(le.REPO / "benchmarks" / "results" / "pretraining_health.json"))
     args = parser.parse_args(argv)
     s = dict(QUICK if args.quick else FULL)
-    s.update({k: v for k, v in (("iterations", args.iterations), ("seed", args.seed)) if v is not None})
+    s.update({k: v for k, v in (("iterations", args.iterations), ("seed", args.seed), ("heldout", args.heldout)) if v is not None})
     s["overrides"] = le.parse_sets(parser, args.set)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()

@@ -19,7 +19,7 @@ def test_quick_health_check_fills_every_cell(tmp_path):
     data = bench.main(args)
     assert data["settings"]["overrides"] == {"out_dim": 256}
     runs = data["pretrain"]
-    assert set(runs) == set(bench.VARIANTS) == {"smart", "simmim", "dino_ibot"}
+    assert set(runs) == set(bench.DEFAULT_VARIANTS) == {"smart", "simmim", "dino_ibot"}
     iterations = {r["iterations"] for r in runs.values()}
     assert len(iterations) == 1 and iterations.pop() > 0  # the same schedule for every variant
     for variant, run in runs.items():
@@ -32,11 +32,30 @@ def test_quick_health_check_fills_every_cell(tmp_path):
     # each objective really is what it claims: SimMIM-only distils nothing, DINO+iBOT rebuilds nothing
     assert abs(runs["simmim"]["loss"] - 10.0 * runs["simmim"]["loss_rec"]) < 1e-5
     assert abs(runs["dino_ibot"]["loss"] - runs["dino_ibot"]["loss_cls"] - runs["dino_ibot"]["loss_patch"]) < 1e-4
-    encoders = {"random_init"} | {f"{v}_{w}" for v in bench.VARIANTS for w in ("teacher", "student")}
+    encoders = {"random_init"} | {f"{v}_{w}" for v in runs for w in ("teacher", "student")}
     assert set(data["probes"]) == encoders
     for name, probe in data["probes"].items():
         assert 0.0 <= probe["knn_1"] <= 1.0 and 0.0 <= probe["linear"] <= 1.0 and probe["n_embeddings"] > 0, name
-    assert set(data["spread"]) == {"random_init", *bench.VARIANTS}
+        # paired against random init (and SimMIM's teacher): the difference is of the two accuracies, inside its CI
+        refs = {"random_init", "simmim_teacher"} - {name}
+        assert {k[3:] for k in probe if k.startswith("vs_")} == refs, name
+        for ref in refs:
+            for kind in ("knn_1", "linear"):
+                d = probe[f"vs_{ref}"][kind]
+                assert d["difference"] == probe[kind] - data["probes"][ref][kind]
+                assert d["ci95"][0] <= d["difference"] <= d["ci95"][1] and d["n_cases"] == 2, (name, ref, kind)
+    assert set(data["spread"]) == {"random_init", *runs}
     assert len(data["goals"]) == 5 and all(isinstance(g["met"], bool) for g in data["goals"])
     table = results.with_suffix(".md").read_text()
     assert "| `smart_teacher` |" in table and "--quick" in table and "## Goals" in table
+
+
+def test_paired_bootstrap_resamples_whole_cases():
+    bench = _benchmark()
+    cases = [0, 0, 1, 1, 2, 2, 3, 3]
+    same = bench.paired_bootstrap([1, 0, 1, 0, 1, 1, 0, 0], [1, 0, 1, 0, 1, 1, 0, 0], cases, 200, 0)
+    assert same == {"difference": 0.0, "ci95": [0.0, 0.0], "n_cases": 4}
+    better = bench.paired_bootstrap([1] * 8, [1, 0, 1, 0, 0, 1, 0, 1], cases, 500, 0)
+    assert better["difference"] == 0.5 and better["ci95"][0] == better["ci95"][1] == 0.5  # each case +0.5
+    mixed = bench.paired_bootstrap([1, 1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1, 1], cases, 500, 0)
+    assert mixed["difference"] == 0.0 and mixed["ci95"][0] < -0.4 and mixed["ci95"][1] > 0.4

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import LeaveOneGroupOut, cross_val_score
+from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -41,6 +41,18 @@ def test_linear_probe_matches_scikit_learn(noise):
     n_train = len(x) - 5  # one case of 5 organs held out
     expected = _sklearn(LogisticRegression(C=1.0 / (1e-2 * n_train), max_iter=2000), x, labels, groups)
     assert abs(linear_probe(x, labels, groups, weight_decay=1e-2) - expected) <= 1.5 / len(x)
+
+
+def test_knn_probe_per_embedding_matches_scikit_learn_predictions():
+    x, labels, groups = _organs(0.8)
+    order = np.random.default_rng(2).permutation(len(x))  # cases interleaved: hits must come back in input order
+    x, labels, groups = x[order], labels[order], groups[order]
+    model = make_pipeline(StandardScaler(), KNeighborsClassifier(1))
+    expected = cross_val_predict(model, x, labels, groups=groups, cv=LeaveOneGroupOut()) == labels
+    hits = knn_probe(x, labels, groups, per_embedding=True)
+    assert hits.dtype == bool and 0 < hits.sum() < len(x)
+    np.testing.assert_array_equal(hits, expected)
+    assert linear_probe(x, labels, groups, per_embedding=True).mean() == linear_probe(x, labels, groups)
 
 
 def test_probes_separate_informative_from_random_features():

@@ -29,10 +29,12 @@ def _folds(x: np.ndarray, labels: np.ndarray, groups: np.ndarray):
         train_x = x[~test]
         mean, std = train_x.mean(axis=0), train_x.std(axis=0)
         std = np.where(std > 0, std, 1.0)
-        yield (train_x - mean) / std, labels[~test], (x[test] - mean) / std, labels[test]
+        yield (train_x - mean) / std, labels[~test], (x[test] - mean) / std, labels[test], np.flatnonzero(test)
 
 
-def knn_probe(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int = 1) -> float:
+def knn_probe(
+    x: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int = 1, per_embedding: bool = False
+) -> float | np.ndarray:
     """Leave-one-case-out accuracy of a k-nearest-neighbour vote (Euclidean, standardized features; ties go to the
     nearest neighbour's label).
 
@@ -41,29 +43,35 @@ def knn_probe(x: np.ndarray, labels: np.ndarray, groups: np.ndarray, k: int = 1)
         labels: ``(N,)`` classes (e.g. organ labels).
         groups: ``(N,)`` case of each embedding; each case is held out once.
         k: neighbours.
+        per_embedding: return whether each embedding was classified right instead of the share (for a bootstrap
+            over cases).
 
     Returns:
-        The share of embeddings whose class the vote gets right.
+        The share of embeddings whose class the vote gets right, or ``(N,)`` bools in the input's order.
 
     Raises:
         ValueError: on mismatched shapes or fewer than two cases.
     """
-    correct = total = 0
-    for train_x, train_y, test_x, test_y in _folds(x, labels, groups):
+    hits = np.zeros(len(labels), dtype=bool)
+    for train_x, train_y, test_x, test_y, index in _folds(x, labels, groups):
         order = np.argsort(cdist(test_x, train_x), axis=1)[:, :k]
-        for row, truth in zip(order, test_y):
+        for row, truth, i in zip(order, test_y, index):
             votes = train_y[row]
             values, counts = np.unique(votes, return_counts=True)
             best = values[counts == counts.max()]
             guess = votes[0] if votes[0] in best else best[0]
-            correct += int(guess == truth)
-            total += 1
-    return correct / total
+            hits[i] = guess == truth
+    return hits if per_embedding else float(hits.mean())
 
 
 def linear_probe(
-    x: np.ndarray, labels: np.ndarray, groups: np.ndarray, weight_decay: float = 1e-2, max_iter: int = 200
-) -> float:
+    x: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    weight_decay: float = 1e-2,
+    max_iter: int = 200,
+    per_embedding: bool = False,
+) -> float | np.ndarray:
     """Leave-one-case-out accuracy of multinomial logistic regression on standardized features (L-BFGS, L2 penalty
     ``weight_decay`` on the weights, as scikit-learn's ``LogisticRegression(C=1 / (weight_decay * n))``).
 
@@ -73,16 +81,17 @@ def linear_probe(
         groups: ``(N,)`` case of each embedding.
         weight_decay: L2 penalty.
         max_iter: L-BFGS iterations per fold.
+        per_embedding: return whether each embedding was classified right instead of the share.
 
     Returns:
-        The share of held-out embeddings classified right.
+        The share of held-out embeddings classified right, or ``(N,)`` bools in the input's order.
 
     Raises:
         ValueError: on mismatched shapes or fewer than two cases.
     """
     classes = np.unique(labels)
-    correct = total = 0
-    for train_x, train_y, test_x, test_y in _folds(x, labels, groups):
+    hits = np.zeros(len(labels), dtype=bool)
+    for train_x, train_y, test_x, test_y, index in _folds(x, labels, groups):
         xt = torch.as_tensor(train_x)
         yt = torch.as_tensor(np.searchsorted(classes, train_y))
         w = torch.zeros(xt.shape[1], len(classes), dtype=torch.float64, requires_grad=True)
@@ -98,6 +107,5 @@ def linear_probe(
         opt.step(closure)
         with torch.no_grad():
             guess = classes[(torch.as_tensor(test_x) @ w + b).argmax(dim=1).numpy()]
-        correct += int((guess == test_y).sum())
-        total += len(test_y)
-    return correct / total
+        hits[index] = guess == test_y
+    return hits if per_embedding else float(hits.mean())
