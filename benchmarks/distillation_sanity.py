@@ -88,6 +88,10 @@ VARIANTS = {
     "simmim": {"loss_def#w_cls": 0.0, "loss_def#w_patch": 0.0},
     # one change at a time from plain DINO, against DINO's recipe and the field's cures for small-batch collapse
     "dino_bn": {**DINO, "network_def#head_use_bn": True},
+    # the class-attention blocks' LayerScale at 1 instead of CaiT's 1e-4: at 1e-4 the [CLS] starts below the final
+    # LayerNorm's eps and learns a shared offset ~100x its varying part (cls_anatomy)
+    "dino_ls1": {**DINO, "encoder_def#layer_scale_init": 1.0},
+    "dino_bn_ls1": {**DINO, "network_def#head_use_bn": True, "encoder_def#layer_scale_init": 1.0},
     "dino_lr5e-5": {**DINO, "learning_rate": 5e-5},
     "dino_m0.996": {**DINO, "schedule#momentum": 0.996},
     "dino_tt0.01": {**DINO, "schedule#teacher_temp": 0.01, "schedule#teacher_temp_end": 0.01},
@@ -296,6 +300,47 @@ def features(encoder, x) -> dict[str, np.ndarray]:
     return {k: torch.cat(v).numpy() for k, v in out.items()}
 
 
+def cls_anatomy(encoder, x) -> dict[str, float]:
+    """Where the [CLS] token comes from, before the final LayerNorm: for the learnt token itself, each class-attention
+    block's attention and MLP branches (after their LayerScale) and the token they sum to, the norm of the part every
+    volume shares (the mean over ``x``) and the mean norm of the part that varies between volumes. An empty dict for
+    an encoder without class attention (the CNN)."""
+    import torch
+
+    blocks = getattr(encoder, "class_attn_blocks", None)
+    if blocks is None:
+        return {}
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(name: str):
+        def hook(module, args, output):
+            captured[name] = output[0] if isinstance(output, tuple) else output
+
+        return hook
+
+    hooks = []
+    for i, block in enumerate(blocks):
+        hooks += [
+            block.ls1.register_forward_hook(keep(f"block{i}_attn")),
+            block.ls2.register_forward_hook(keep(f"block{i}_mlp")),
+        ]
+    hooks.append(blocks[-1].register_forward_hook(keep("cls")))
+    try:
+        with torch.no_grad():
+            encoder.eval().forward_class_attention(encoder.forward_features(x))
+    finally:
+        for h in hooks:
+            h.remove()
+    captured["token"] = encoder.cls_token.expand(len(x), -1, -1)
+    out = {}
+    for name, v in captured.items():
+        v = v[:, 0].double()
+        mean = v.mean(0)
+        out[f"{name}_constant"] = float(mean.norm())
+        out[f"{name}_varying"] = float((v - mean).norm(dim=1).mean())
+    return out
+
+
 def _unit(a: np.ndarray, centre: np.ndarray) -> np.ndarray:
     """The rows of ``a - centre`` at unit length."""
     a = a - centre
@@ -327,7 +372,8 @@ def evaluate(encoder, data: dict, k: int) -> dict:
         out[f"spread_{name}"] = spread(fq[name])
     for key, (nb, nq) in data["nuisance"].items():  # the same k-NN on a nuisance's quartile (chance 0.25)
         out[f"nuisance_{key}"] = max(knn_accuracy(fb[f], nb, fq[f], nq, k) for f in ("cls", "pooled"))
-    return {**out, **view_agreement(encoder, data["pairs"])}
+    anatomy = {f"cls_anatomy/{k}": v for k, v in cls_anatomy(encoder, xq[:64]).items()}
+    return {**out, **view_agreement(encoder, data["pairs"]), **anatomy}
 
 
 # ---------------------------------------------------------------------------------------------------------- runs
@@ -651,6 +697,37 @@ def markdown(result: dict, json_name: str) -> str:
             f"| `{name}` | `{json.dumps(r['overrides'])}` | {' | '.join(info)} | {losses['loss_cls']:.2f} / "
             f"{losses['loss_patch']:.2f} / {losses['loss_rec']:.3f} |"
         )
+    anatomy = [("random init", result["random_init"])] + [
+        (f"`{n}` teacher", r["teacher"]) for n, r in result["variants"].items()
+    ]
+    anatomy = [(n, r) for n, r in anatomy if "cls_anatomy/cls_constant" in r]
+    if anatomy:
+        lines += [
+            "",
+            "## Where the [CLS] comes from",
+            "",
+            "Before the final LayerNorm, on 64 held-out volumes: the norm of the part every volume shares (the mean) "
+            "and the mean norm of the part that varies, for the learnt token, each class-attention block's attention "
+            "and MLP branches (after LayerScale; block 1, block 2, ...) and their sum.",
+            "",
+            "| encoder | learnt token | attention branches: shared / varying | MLP branches: shared / varying | "
+            "[CLS]: shared / varying | varying / shared |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, r in anatomy:
+            a = {k.split("/", 1)[1]: v for k, v in r.items() if k.startswith("cls_anatomy/")}
+            blocks = sorted({k.split("_")[0] for k in a if k.startswith("block")})
+
+            def branch(kind: str, a=a, blocks=blocks) -> str:
+                shared = ", ".join(f"{a[f'{b}_{kind}_constant']:.2g}" for b in blocks)
+                varying = ", ".join(f"{a[f'{b}_{kind}_varying']:.2g}" for b in blocks)
+                return f"{shared} / {varying}"
+
+            ratio = a["cls_varying"] / max(a["cls_constant"], 1e-30)
+            lines.append(
+                f"| {name} | {a['token_constant']:.2g} | {branch('attn')} | {branch('mlp')} | "
+                f"{a['cls_constant']:.2g} / {a['cls_varying']:.2g} | {ratio:.3g} |"
+            )
     if "goal" in result:
         lines += ["", "## Goal", "", result["goal"]]
     return "\n".join(lines) + "\n"

@@ -336,7 +336,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--results", default=str(le.REPO / "benchmarks" / "results" / "pretraining_health.json"))
     args = parser.parse_args(argv)
     s = dict(QUICK if args.quick else FULL)
-    s.update({k: v for k, v in (("iterations", args.iterations), ("seed", args.seed), ("heldout", args.heldout)) if v is not None})
+    s.update(
+        {
+            k: v
+            for k, v in (("iterations", args.iterations), ("seed", args.seed), ("heldout", args.heldout))
+            if v is not None
+        }
+    )
     s["overrides"] = le.parse_sets(parser, args.set)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()

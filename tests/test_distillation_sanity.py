@@ -66,6 +66,34 @@ def test_view_agreement_finds_a_volumes_own_view_and_not_a_strangers(bench, tiny
         assert others[f"retrieval_{name}"] == 0.0 and others[f"agreement_{name}"] < 0.3, others
 
 
+def test_cls_anatomy_splits_the_cls_into_a_shared_and_a_varying_part(bench, tiny_swin):
+    """At CaiT's init (zero token, LayerScale 1e-4) the [CLS] is tiny and varies between volumes; a large learnt
+    token is all shared; the parts sum to the [CLS] the encoder computes."""
+    import copy
+
+    import torch
+
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 32, 32, 32)
+    init = bench.cls_anatomy(tiny_swin, x)
+    blocks = len(tiny_swin.class_attn_blocks)
+    assert set(init) == {
+        f"{n}_{k}"
+        for n in ["token", "cls"] + [f"block{i}_{b}" for i in range(blocks) for b in ("attn", "mlp")]
+        for k in ("constant", "varying")
+    }
+    assert init["token_constant"] == init["token_varying"] == 0.0
+    assert 0 < init["cls_varying"] and init["cls_constant"] < 1e-2
+    shifted = copy.deepcopy(tiny_swin)
+    with torch.no_grad():
+        shifted.cls_token.fill_(1.0)
+    moved = bench.cls_anatomy(shifted, x)
+    width = tiny_swin.cls_token.shape[-1]
+    assert moved["token_constant"] == pytest.approx(width**0.5) and moved["token_varying"] == 0.0
+    assert moved["cls_constant"] > 100 * moved["cls_varying"]
+    assert bench.cls_anatomy(torch.nn.Conv3d(1, 1, 1), x) == {}
+
+
 def test_knn_accuracy_counts_majority_votes(bench):
     bank = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     labels = np.array([0, 0, 1, 1])
@@ -95,6 +123,7 @@ def test_quick_run_fills_every_cell(bench, tmp_path):
     table = results.with_suffix(".md").read_text()
     assert "| `dino` teacher |" in table and "supervised (ceiling)" in table and "## Goal" in table
     assert "a small 3D CNN" in table
+    assert "## Where the [CLS] comes from" in table and "| `dino` teacher | " in table.split("comes from")[1]
     assert 0.0 <= data["random_init"]["retrieval_pooled"] <= 1.0 and math.isfinite(data["random_init"]["agreement_cls"])
     assert json.loads(results.read_text())["settings"]["iterations"] == data["settings"]["iterations"]
     # one table over seeds: a row per encoder, the gain over random init computed from the file
