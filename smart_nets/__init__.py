@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.8.1"
+__version__ = "0.9.0"
 
 _SUBPACKAGES = (
     "cluster",

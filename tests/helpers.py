@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -349,3 +350,40 @@ def load_benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS world coordinates
+
+
+def write_lps_image(volume: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
+    """``volume`` with its voxel-to-RAS ``affine`` (an axis-aligned grid, as ``make_phantom`` gives) written as a
+    3D Slicer or ITK user would have it: in LPS space with identity directions (each axis whose LPS direction is
+    negative flipped), as ``.nrrd``/``.nhdr`` (pynrrd) or ``.mha``/``.mhd`` (ITK). The file describes the same world
+    volume."""
+    path = Path(path)
+    lps = np.diag(LPS @ affine)[:3]
+    if not np.allclose(affine[:3, :3], np.diag(np.diag(affine)[:3])):
+        raise ValueError(f"write_lps_image takes an axis-aligned affine, got {affine.tolist()}")
+    flips = [a for a in range(3) if lps[a] < 0]
+    flipped = np.flip(volume, flips) if flips else volume
+    # the LPS coordinate of the stored array's first voxel: the original's last voxel along each flipped axis
+    corner = np.array([volume.shape[a] - 1 if a in flips else 0 for a in range(3)] + [1.0])
+    origin = (LPS @ affine @ corner)[:3]
+    spacing = np.abs(lps)
+    if path.name.endswith((".nrrd", ".nhdr")):
+        import nrrd
+
+        header = {
+            "space": "left-posterior-superior",
+            "space directions": np.diag(spacing),
+            "space origin": origin,
+        }
+        nrrd.write(str(path), np.ascontiguousarray(flipped), header, detached_header=path.name.endswith(".nhdr"))
+    else:
+        import itk
+
+        image = itk.image_from_array(np.ascontiguousarray(flipped.transpose(2, 1, 0)))  # ITK arrays are (z, y, x)
+        image.SetSpacing([float(s) for s in spacing])
+        image.SetOrigin([float(o) for o in origin])
+        itk.imwrite(image, str(path))
+    return path

@@ -15,7 +15,7 @@ import pytest
 from smart_nets.data import make_phantom
 from smart_nets.data.dicom import write_dicom_series
 from smart_nets.metrics import tumour_measurements
-from tests.helpers import REPO, export_demo_onnx, run_bundle, run_bundle_failure, verify_bundle
+from tests.helpers import REPO, export_demo_onnx, run_bundle, run_bundle_failure, verify_bundle, write_lps_image
 
 BUNDLE = REPO / "bundles" / "smart_seg"
 
@@ -61,28 +61,30 @@ def test_evaluate_reports_dice(trained):
     assert per_case[0] == "filename,class0,mean" and len(per_case) == 3  # two validation phantoms
 
 
-def test_inference_writes_masks_in_the_input_space_from_nifti_and_dicom(trained):
+def test_inference_writes_masks_in_the_input_space_from_nifti_dicom_nrrd_and_metaimage(trained):
     root = trained / "smart_seg"
     phantom = make_phantom(99, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0))
     inputs = trained / "new_ct"
     inputs.mkdir()
     nib.save(nib.Nifti1Image(phantom.image, phantom.affine), inputs / "case.nii.gz")
     write_dicom_series(phantom.image, phantom.affine, str(inputs / "series"))
+    for name in ("slicer.nrrd", "itk.mha"):  # LPS files, as 3D Slicer and ITK write them
+        write_lps_image(phantom.image, phantom.affine, inputs / name)
     demo = {
         k: v
         for k, v in json.loads((root / "configs" / "demo.json").read_text()).items()
         if "#" in k or k in ("roi_size", "pixdim", "amp")
     }
-    demo["datalist"] = [str(inputs / "case.nii.gz"), str(inputs / "series")]
+    demo["datalist"] = [str(inputs / n) for n in ("case.nii.gz", "series", "slicer.nrrd", "itk.mha")]
     demo["save_attention"] = True
     demo["save_probabilities"] = True
     (trained / "infer.json").write_text(json.dumps(demo))
     run_bundle(root, ["inference.json", trained / "infer.json"], output_dir=trained / "pred")
     masks = sorted((trained / "pred").glob("*_seg.nii.gz"))
-    assert len(masks) == 2, masks
+    assert [m.name for m in masks] == ["case_seg.nii.gz", "itk_seg.nii.gz", "series_seg.nii.gz", "slicer_seg.nii.gz"]
     reference = nib.load(inputs / "case.nii.gz")
     rows = list(csv.DictReader((trained / "pred" / "measurements.csv").open()))
-    assert [Path(r["image"]).name for r in rows] == ["case.nii.gz", "series"], rows
+    assert [Path(r["image"]).name for r in rows] == ["case.nii.gz", "series", "slicer.nrrd", "itk.mha"], rows
     for mask, row in zip(masks, sorted(rows, key=lambda r: Path(r["image"]).name)):
         out = nib.load(mask)
         assert out.shape == reference.shape, mask
@@ -97,8 +99,11 @@ def test_inference_writes_masks_in_the_input_space_from_nifti_and_dicom(trained)
         assert int(row["tumour_voxels"]) == expected["tumour_voxels"] > 0, row
         for column in ("tumour_volume_mm3", "longest_axial_diameter_mm", "connected_components"):
             assert float(row[column]) == pytest.approx(expected[column], rel=1e-4), (column, row)
+    nifti = np.asanyarray(nib.load(masks[0]).dataobj)
+    for same in (masks[1], masks[3]):  # the same voxels as the NIfTI input, on the same grid
+        np.testing.assert_array_equal(np.asanyarray(nib.load(same).dataobj), nifti)
     heatmaps = sorted((trained / "pred").glob("*_attn.nii.gz"))
-    assert len(heatmaps) == 2 and all(nib.load(h).shape == reference.shape for h in heatmaps), heatmaps
+    assert len(heatmaps) == 4 and all(nib.load(h).shape == reference.shape for h in heatmaps), heatmaps
     assert not list((trained / "pred").glob(".tmp-*"))
 
 

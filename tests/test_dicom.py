@@ -50,5 +50,7 @@ def test_find_images_refuses_a_folder_without_images_naming_it(tmp_path):
         find_images(tmp_path / "nowhere")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("not an image")
-    with pytest.raises(ValueError, match=f"no images in dataset_dir {tmp_path}: .*give a folder of NIfTI images"):
+    with pytest.raises(
+        ValueError, match=f"no images in dataset_dir {tmp_path}: .*give a folder of images \\(NIfTI, NRRD, MetaImage\\)"
+    ):
         find_images(tmp_path)

@@ -12,7 +12,10 @@ from monai.data import load_decathlon_datalist
 
 __all__ = ["check_datalist_file", "find_images", "image_items", "load_datalist"]
 
-NIFTI_PATTERNS = ("*.nii.gz", "*.nii")
+# the image files an inference run finds in a folder (LoadImageCheckedd reads each format; NRRD and MetaImage need the
+# smart-nets[formats] extra); Slicer's segmentations (*.seg.nrrd) beside the images are masks, not images
+IMAGE_PATTERNS = ("*.nii.gz", "*.nii", "*.nrrd", "*.nhdr", "*.mha", "*.mhd")
+NOT_IMAGES = ("*.seg.nrrd", "*.seg.nhdr")
 
 
 def check_datalist_file(datalist: str | os.PathLike) -> None:
@@ -84,19 +87,24 @@ def _holds_dicom(folder: str, probe: int = 8) -> bool:
 
 
 def find_images(
-    dataset_dir: str | os.PathLike, patterns: Sequence[str] = NIFTI_PATTERNS, dicom: bool = True
+    dataset_dir: str | os.PathLike,
+    patterns: Sequence[str] = IMAGE_PATTERNS,
+    dicom: bool = True,
+    exclude: Sequence[str] = NOT_IMAGES,
 ) -> list[str]:
-    """The images an inference config runs on: NIfTI files in ``dataset_dir`` and DICOM series folders, sorted.
+    """The images an inference config runs on: image files in ``dataset_dir`` (NIfTI, NRRD, MetaImage) and DICOM
+    series folders, sorted.
 
     ``glob`` in a config (``$sorted(glob.glob(@dataset_dir + '/*.nii.gz'))``) turns a wrong ``--dataset_dir`` into a
     run that exits 0 having written nothing; this refuses it and says where images were seen instead (a dataset
     root whose images sit in ``imagesTr/``, say).
 
     Args:
-        dataset_dir: a folder holding NIfTI files and/or one subfolder per DICOM series; a folder of DICOM files is
-            itself one series; a single NIfTI file is accepted as itself.
-        patterns: file name patterns of the NIfTI files, matched directly in ``dataset_dir`` (not recursively).
+        dataset_dir: a folder holding image files and/or one subfolder per DICOM series; a folder of DICOM files is
+            itself one series; a single image file is accepted as itself.
+        patterns: file name patterns of the image files, matched directly in ``dataset_dir`` (not recursively).
         dicom: also return subfolders (and ``dataset_dir`` itself) that hold DICOM files.
+        exclude: patterns of files that match ``patterns`` but are not images (Slicer's ``*.seg.nrrd`` masks).
 
     Returns:
         Paths: the matching files, then the DICOM folders.
@@ -106,25 +114,32 @@ def find_images(
         ValueError: when nothing matches, naming what was searched and the subfolders that do hold images.
     """
     root = os.fspath(dataset_dir)
+
+    def matching(folder: str) -> list[str]:
+        found = {f for p in patterns for f in glob.glob(os.path.join(glob.escape(folder), p))}
+        return sorted(f for f in found if not any(fnmatch.fnmatch(os.path.basename(f), x) for x in exclude))
+
     if os.path.isfile(root) and any(fnmatch.fnmatch(os.path.basename(root), p) for p in patterns):
         return [root]
     if not os.path.isdir(root):
         raise FileNotFoundError(f"dataset_dir {root} is not a folder (or a {'/'.join(patterns)} file)")
-    files = sorted({f for p in patterns for f in glob.glob(os.path.join(glob.escape(root), p))})
+    files = matching(root)
     if dicom and not files and _holds_dicom(root):
         return [root]
     subfolders = sorted(e.path for e in os.scandir(root) if e.is_dir())
     series = [d for d in subfolders if _holds_dicom(d)] if dicom else []
     if files or series:
         return files + series
-    searched = f"{' or '.join(patterns)} files" + (" and DICOM series folders (one series per folder)" if dicom else "")
-    counts = {d: sum(len(glob.glob(os.path.join(glob.escape(d), p))) for p in patterns) for d in subfolders}
+    searched = f"{', '.join(patterns)} files" + (" and DICOM series folders (one series per folder)" if dicom else "")
+    if exclude:
+        searched += f" (not {', '.join(exclude)})"
+    counts = {d: len(matching(d)) for d in subfolders}
     holding = [d for d in subfolders if counts[d]]
     hint = (
         f"; subfolders holding images: {', '.join(f'{os.path.basename(d)}/ ({counts[d]} files)' for d in holding[:5])}"
         f" - point dataset_dir at one of them, e.g. --dataset_dir {holding[0]}"
         if holding
-        else "; give a folder of NIfTI images or of DICOM series folders"
+        else "; give a folder of images (NIfTI, NRRD, MetaImage) or of DICOM series folders"
     )
     raise ValueError(f"no images in dataset_dir {root}: searched for {searched} directly in it{hint}")
 
@@ -133,7 +148,7 @@ def image_items(images: str | os.PathLike | Sequence, key: str = "image") -> lis
     """The dataset items of an inference config: ``{key: path}`` per image, refusing an empty selection.
 
     Args:
-        images: paths (NIfTI files, DICOM series folders) or items that are already dictionaries; a single path is
+        images: paths (image files, DICOM series folders) or items that are already dictionaries; a single path is
             a folder searched with :func:`find_images` (so ``--datalist /data/ct`` works as ``--dataset_dir``).
         key: the item key of the image.
 
@@ -145,7 +160,7 @@ def image_items(images: str | os.PathLike | Sequence, key: str = "image") -> lis
     items = [i if isinstance(i, Mapping) else {key: i} for i in images]
     if not items:
         raise ValueError(
-            "no images to run on: the datalist is empty; give --dataset_dir a folder of NIfTI files or DICOM series "
-            "folders, or --datalist a list of them"
+            "no images to run on: the datalist is empty; give --dataset_dir a folder of images (NIfTI, NRRD, "
+            "MetaImage) or DICOM series folders, or --datalist a list of them"
         )
     return items

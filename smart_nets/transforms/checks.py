@@ -45,10 +45,53 @@ class CheckFinited(MapTransform):
         return data
 
 
-class LoadImageCheckedd(LoadImaged):
-    """MONAI's ``LoadImaged``, re-raising read errors with the file's name.
+# The reader for each input format, chosen here rather than by MONAI's automatic choice: once ITK is installed (for
+# MetaImage), MONAI's ``ITKReader`` claims every path, DICOM folders and NRRD included, and this package's DICOM-SEG
+# output relies on ``PydicomReader``'s slice stacking. Suffix -> (MONAI reader, the module it needs, the extra that
+# brings it). The readers' own defaults apply: ITK and NRRD files in LPS come back with a RAS affine.
+READERS = {
+    ".nii": ("NibabelReader", "nibabel", None),
+    ".nii.gz": ("NibabelReader", "nibabel", None),
+    ".nrrd": ("NrrdReader", "nrrd", "formats"),
+    ".nhdr": ("NrrdReader", "nrrd", "formats"),
+    ".mha": ("ITKReader", "itk", "formats"),
+    ".mhd": ("ITKReader", "itk", "formats"),
+}
 
-    A truncated ``.nii.gz`` otherwise surfaces as a bare ``EOFError: Compressed file ended before the
+
+def reader_for(path: str | os.PathLike) -> str | None:
+    """The name of the MONAI reader :class:`LoadImageCheckedd` uses for ``path``: ``PydicomReader`` for a folder (a
+    DICOM series), the reader of its suffix in :data:`READERS`, else ``None`` (MONAI's own choice).
+
+    Raises:
+        ImportError: when the reader's package is not installed, naming the file and the extra to install.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return "PydicomReader"
+    name = path.lower()
+    for suffix, (reader, module, extra) in READERS.items():
+        if name.endswith(suffix):
+            import importlib.util
+
+            if importlib.util.find_spec(module) is None:
+                raise ImportError(
+                    f"{path}: reading {suffix} files needs the '{module}' package ({reader}): "
+                    f"pip install 'smart-nets[{extra}]'"
+                )
+            return reader
+    return None
+
+
+class LoadImageCheckedd(LoadImaged):
+    """MONAI's ``LoadImaged``, with the reader chosen by the input's format and read errors re-raised with the file's
+    name.
+
+    Formats: NIfTI (``.nii``, ``.nii.gz``, nibabel), DICOM series folders (pydicom), NRRD (``.nrrd`` including
+    Slicer's ``.seg.nrrd``, and ``.nhdr``; MONAI's ``NrrdReader``, the ``pynrrd`` package) and MetaImage
+    (``.mha``, ``.mhd``; MONAI's ``ITKReader``, the ``itk-io`` package); the last two come with the
+    ``smart-nets[formats]`` extra (see :data:`READERS`). A reader given to the constructor or the call is used as
+    given. A truncated ``.nii.gz`` otherwise surfaces as a bare ``EOFError: Compressed file ended before the
     end-of-stream marker was reached`` with no file to look at. A DICOM folder holding several series is refused
     before reading: MONAI would stack all their slices into one volume without a word.
 
@@ -58,19 +101,46 @@ class LoadImageCheckedd(LoadImaged):
 
     Raises:
         ValueError: ``"<file>: cannot read <key> (<original error>)"``, or a DICOM folder listing its series.
+        ImportError: for a format whose reader's package is not installed, naming the extra that brings it.
     """
 
+    def __init__(self, keys: KeysCollection, reader=None, **kwargs) -> None:
+        super().__init__(keys, reader=reader, **kwargs)
+        self._fixed_reader = reader is not None
+        self._readers: dict[str, object] = {}
+
+    def _reader(self, path) -> object | None:
+        """One reader instance per reader name, made on first use (the loader applies its dtype and options)."""
+        name = reader_for(path) if isinstance(path, (str, os.PathLike)) else None
+        if name is None:
+            return None
+        if name not in self._readers:
+            import monai.data
+
+            self._readers[name] = getattr(monai.data, name)()
+        return self._readers[name]
+
     def __call__(self, data, reader=None):
-        for key in self.key_iterator(data):
-            if isinstance(data[key], (str, os.PathLike)) and os.path.isdir(data[key]):
-                _check_single_series(str(data[key]), key)
-        try:
-            return super().__call__(data, reader)
-        except Exception as e:
-            names = [str(data[k]) for k in self.keys if k in data]
-            raise ValueError(
-                f"{', '.join(names)}: cannot read {'/'.join(map(str, self.keys))} ({type(e).__name__}: {e})"
-            ) from e
+        # LoadImaged.__call__'s loop, with a reader per key (it passes one reader to every key)
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if isinstance(d[key], (str, os.PathLike)) and os.path.isdir(d[key]):
+                _check_single_series(str(d[key]), key)
+        for key, meta_key, meta_key_postfix in self.key_iterator(d, self.meta_keys, self.meta_key_postfix):
+            chosen = reader if reader is not None or self._fixed_reader else self._reader(d[key])
+            try:
+                loaded = self._loader(d[key], chosen)
+            except Exception as e:
+                raise ValueError(f"{d[key]}: cannot read {key} ({type(e).__name__}: {e})") from e
+            if self._loader.image_only:
+                d[key] = loaded
+                continue
+            d[key] = loaded[0]
+            meta_key = meta_key or f"{key}_{meta_key_postfix}"
+            if meta_key in d and not self.overwriting:
+                raise KeyError(f"Metadata with key {meta_key} already exists and overwriting=False.")
+            d[meta_key] = loaded[1]
+        return d
 
 
 def _check_single_series(folder: str, key: str) -> None:
