@@ -20,6 +20,7 @@ _SUBPACKAGES = (
     "losses",
     "metrics",
     "networks",
+    "options",
     "runtime",
     "transforms",
     "zoo",
