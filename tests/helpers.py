@@ -176,26 +176,17 @@ def make_phantoms(folder: str | Path, num: int, **kwargs) -> str:
 
 def verify_bundle(bundle: Path, tmp_path: Path) -> None:
     """The model zoo's checks: ``verify_metadata`` against the schema fixture, ``verify_net_in_out`` on
-    ``configs/inference.json``."""
+    ``configs/inference.json``; the functions ``python -m monai.bundle verify_metadata``/``verify_net_in_out`` call,
+    in one fresh process in the bundle's folder (two would pay MONAI's imports twice)."""
     schema = tmp_path / SCHEMA.name
     shutil.copy(SCHEMA, schema)
-    monai_bundle(
-        [
-            "verify_metadata",
-            "--meta_file",
-            "configs/metadata.json",
-            "--filepath",
-            str(schema),
-            "--hash_val",
-            SCHEMA_MD5,
-        ],
-        cwd=bundle,
+    script = (
+        "from monai.bundle import verify_metadata, verify_net_in_out\n"
+        f"verify_metadata(meta_file='configs/metadata.json', filepath={str(schema)!r}, hash_val={SCHEMA_MD5!r})\n"
+        "verify_net_in_out('network_def', meta_file='configs/metadata.json', config_file='configs/inference.json',"
+        " device='cpu')\n"
     )
-    monai_bundle(
-        ["verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json"]
-        + ["--config_file", "configs/inference.json", "--device", "cpu"],
-        cwd=bundle,
-    )
+    run_command([sys.executable, "-c", script], cwd=bundle)
 
 
 def demo_network(bundle: str) -> torch.nn.Module:
