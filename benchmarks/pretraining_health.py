@@ -108,7 +108,9 @@ def pretrain(variant: str, s: dict, lists: dict, out: Path, overrides: dict | No
 
 
 def probe(encoders: dict[str, str | None], s: dict, lists: dict, out: Path) -> dict:
-    """Organ embeddings of the held-out phantoms from each encoder (``cluster.json``), then the two probes."""
+    """Organ embeddings of the held-out phantoms from each encoder (``cluster.json``), then the two probes, each paired
+    against random init and SimMIM's teacher (where probed) with ``s["n_bootstrap"]`` case resamples (none if 0 or
+    absent)."""
     import numpy as np
 
     from smart_nets.cluster import knn_probe, linear_probe
@@ -148,7 +150,8 @@ def probe(encoders: dict[str, str | None], s: dict, lists: dict, out: Path) -> d
             "n_embeddings": int(len(x)),
         }
     cases = data[f"{first}_cases"]
-    references = [r for r in (RANDOM_INIT, "simmim_teacher") if r in hits]
+    # paired CIs when the settings ask for them (label_efficiency_v2 probes with its own, which do not)
+    references = [r for r in (RANDOM_INIT, "simmim_teacher") if r in hits] if s.get("n_bootstrap") else []
     for name in encoders:
         for ref in references:
             if name != ref:

@@ -200,13 +200,18 @@ def demo_network(bundle: str) -> torch.nn.Module:
     return parser.get_parsed_content("network_def").eval()
 
 
-def export_demo_onnx(bundle_dir: Path, filepath: str = "models/model.onnx", ckpt_file: str = "models/model.pt") -> str:
+def export_demo_onnx(
+    bundle_dir: Path,
+    filepath: str = "models/model.onnx",
+    ckpt_file: str = "models/model.pt",
+    roi_size: Sequence[int] = (64, 64, 64),
+) -> str:
     """``python -m monai.bundle onnx_export`` in ``bundle_dir`` with its ``configs/onnx_export.json`` and the demo's
-    64^3 network, as the bundle READMEs spell it."""
+    network at ``roi_size`` (the demo's 64^3 unless a test's configs use another), as the bundle READMEs spell it."""
     return monai_bundle(
         ["onnx_export", "--args_file", "configs/onnx_export.json", "--filepath", filepath]
         + ["--ckpt_file", ckpt_file, "--meta_file", "configs/metadata.json"]
-        + ["--config_file", "['configs/inference.json','configs/demo.json']", "--input_shape", "[1, 1, 64, 64, 64]"],
+        + ["--config_file", "['configs/inference.json','configs/demo.json']", "--input_shape", str([1, 1, *roi_size])],
         cwd=bundle_dir,
     )
 

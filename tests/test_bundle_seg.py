@@ -122,7 +122,7 @@ def test_onnx_and_tensorrt_configs_reproduce_the_pytorch_masks(trained):
     nib.save(nib.Nifti1Image(phantom.image, phantom.affine), trained / "large.nii.gz")
     configs = ["inference.json", "demo.json"]
     common = {"datalist": f"['{trained}/large.nii.gz']"}
-    export_demo_onnx(root)
+    export_demo_onnx(root, roi_size=json.loads((root / "configs" / "demo.json").read_text())["roi_size"])
     masks, logs, trt = {}, {}, "inference_trt.json"
     runs = (("torch", []), ("onnx", ["inference_onnx.json"]), ("trt", [trt]), ("bf16", ["inference_bf16.json"]))
     for name, extra in runs:
