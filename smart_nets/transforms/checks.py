@@ -107,18 +107,12 @@ class LoadImageCheckedd(LoadImaged):
     def __init__(self, keys: KeysCollection, reader=None, **kwargs) -> None:
         super().__init__(keys, reader=reader, **kwargs)
         self._fixed_reader = reader is not None
-        self._readers: dict[str, object] = {}
 
     def _reader(self, path) -> object | None:
-        """One reader instance per reader name, made on first use (the loader applies its dtype and options)."""
+        """The loader's own instance of the reader :func:`reader_for` names (MONAI registers one of each reader whose
+        package is installed, with the options given to this transform); ``None`` leaves the choice to MONAI."""
         name = reader_for(path) if isinstance(path, (str, os.PathLike)) else None
-        if name is None:
-            return None
-        if name not in self._readers:
-            import monai.data
-
-            self._readers[name] = getattr(monai.data, name)()
-        return self._readers[name]
+        return None if name is None else next((r for r in self._loader.readers if type(r).__name__ == name), None)
 
     def __call__(self, data, reader=None):
         # LoadImaged.__call__'s loop, with a reader per key (it passes one reader to every key)
