@@ -48,6 +48,14 @@ VARIANTS = {
     "smart_clean": {"teacher_mask_ratio": 0.0},
     "smart_bn_clean": {"teacher_mask_ratio": 0.0, "network_def#head_use_bn": True},
 }
+# milder crops: the untrained encoder finds a view's twin among 24 phantoms' views 33% of the time with these and at
+# chance (4%) with the bundle's (sub-volume 1.0-2.2, views 0.5-1.5 x ROI); on the toy the distillation learnt only
+# where the two views of a volume were recognisably the same at the start
+VIEWS = "train#preprocessing#transforms#7"  # RandTwoViewsd in train.json
+_MILD = {f"{VIEWS}#sub_volume_scale": [1.0, 1.2], f"{VIEWS}#view_scale": [0.9, 1.1]}
+VARIANTS.update(
+    {f"{name}_mild": {**VARIANTS[name], **_MILD} for name in ("smart", "simmim", "dino_bn", "smart_bn_clean")}
+)
 DEFAULT_VARIANTS = ["smart", "simmim", "dino_ibot"]
 FULL = dict(
     seed=0, pool=16, heldout=8, iterations=640, batch=2, windows=16, labels=[], max_teacher_share=0.02, n_bootstrap=2000
@@ -148,6 +156,9 @@ def probe(encoders: dict[str, str | None], s: dict, lists: dict, out: Path) -> d
             "linear": float(hits[name]["linear"].mean()),
             "silhouette": float(metrics[name]["silhouette"]),
             "n_embeddings": int(len(x)),
+            # per organ embedding (1 = right), for pairing across runs and seeds (--summarize)
+            "hits": {k: [int(h) for h in hits[name][k]] for k in ("knn_1", "linear")},
+            "cases": [str(c) for c in cases],
         }
     cases = data[f"{first}_cases"]
     # paired CIs when the settings ask for them (label_efficiency_v2 probes with its own, which do not)
@@ -177,6 +188,113 @@ def paired_bootstrap(a, b, cases, n: int, seed: int) -> dict:
         diffs.append(a[pick].mean() - b[pick].mean())
     lo, hi = np.percentile(diffs, [2.5, 97.5])
     return {"difference": float(a.mean() - b.mean()), "ci95": [float(lo), float(hi)], "n_cases": int(len(ids))}
+
+
+def seed_bootstrap(pairs: list[tuple], cases, n: int, seed: int = 0) -> dict:
+    """The mean over seeds of ``mean(a) - mean(b)``, ``pairs`` one ``(a, b)`` of per-embedding hits per seed, all on the
+    same held-out embeddings (``cases``): a 95% percentile CI from resampling whole cases, the same cases for every
+    seed. It says how much the held-out set moves the seed-averaged difference; the per-seed range says how much the
+    pretraining seed does."""
+    import numpy as np
+
+    cases = np.asarray(cases)
+    ids = np.unique(cases)
+    rows = [np.flatnonzero(cases == c) for c in ids]
+    diff = np.mean([np.asarray(a, float) - np.asarray(b, float) for a, b in pairs], axis=0)  # per embedding
+    rng = np.random.default_rng(seed)
+    boots = [diff[np.concatenate([rows[i] for i in rng.integers(0, len(ids), len(ids))])].mean() for _ in range(n)]
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"difference": float(diff.mean()), "ci95": [float(lo), float(hi)], "n_cases": int(len(ids))}
+
+
+def summarize(files: list[Path], md: Path) -> dict:
+    """One table over several results of the same settings but the seed: per exported teacher, the seeds' probes, the
+    mean difference from random init, from SimMIM only's teacher and (``*_mild``) from the same objective with the
+    bundle's crops, each with a CI over held-out cases (``seed_bootstrap``) and the per-seed range; and the
+    information left in the targets at the end."""
+    if md.with_suffix(".json") in files:
+        raise SystemExit(f"--summarize would overwrite {md.with_suffix('.json')}: give another --results")
+    results = [json.loads(f.read_text()) for f in files]
+    settings = [{k: v for k, v in r["settings"].items() if k != "seed"} for r in results]
+    if any(s != settings[0] for s in settings):
+        raise SystemExit(f"--summarize: {', '.join(map(str, files))} differ in more than the seed: {settings}")
+    if any("probes" not in r for r in results):
+        raise SystemExit(f"--summarize: {[str(f) for f, r in zip(files, results) if 'probes' not in r]} have no probes")
+    seeds = [r["settings"]["seed"] for r in results]
+    n_boot = settings[0].get("n_bootstrap") or 2000
+    names = [RANDOM_INIT] + [f"{v}_teacher" for v in VARIANTS if any(f"{v}_teacher" in r["probes"] for r in results)]
+    summary: dict = {"files": [str(f) for f in files], "seeds": seeds, "encoders": {}}
+
+    def compare(name: str, ref: str, kind: str) -> dict | None:
+        have = [r["probes"] for r in results if name in r["probes"] and ref in r["probes"]]
+        if not have or name == ref or "hits" not in have[0][name]:
+            return None
+        d = seed_bootstrap(
+            [(p[name]["hits"][kind], p[ref]["hits"][kind]) for p in have], have[0][name]["cases"], n_boot
+        )
+        d["per_seed"] = [p[name][kind] - p[ref][kind] for p in have]
+        return d
+
+    for name in names:
+        variant = name.removesuffix("_teacher")
+        row: dict = {
+            k: [r["probes"][name][k] if name in r["probes"] else None for r in results] for k in ("knn_1", "linear")
+        }
+        refs = [RANDOM_INIT, "simmim_teacher"] + (
+            [variant.removesuffix("_mild") + "_teacher"] if variant.endswith("_mild") else []
+        )
+        for ref in refs:
+            for kind in ("knn_1", "linear"):
+                if (c := compare(name, ref, kind)) is not None:
+                    row[f"{kind}_vs_{ref}"] = c
+        last = [r["pretrain"][variant]["monitor_last"] for r in results if variant in r.get("pretrain", {})]
+        for token in ("cls", "pooled", "patch"):
+            vals = [m[f"collapse/{token}_information"] for m in last if f"collapse/{token}_information" in m]
+            row[f"{token}_information_last"] = vals
+        summary["encoders"][name] = row
+
+    def fmt(c: dict | None) -> str:
+        if not c:
+            return "-"
+        per = ", ".join(f"{x:+.3f}" for x in c["per_seed"])
+        return f"{c['difference']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}] ({per})"
+
+    s = results[0]["settings"]
+    lines = [
+        "# Pretraining health over seeds",
+        "",
+        f"{s['iterations']} iterations at batch {s['batch']} on {s['pool']} phantoms, probes on {s['heldout']} "
+        f"held-out phantoms ({results[0]['probes'][RANDOM_INIT]['n_embeddings']} organ embeddings); pretraining seeds "
+        f"{', '.join(map(str, seeds))} ({', '.join(f'[{f.name}]({f.name})' for f in files)}). Differences: the mean "
+        f"over the seeds that ran both, with a 95% CI from resampling held-out cases ({n_boot} resamples) and each "
+        "seed's own difference in brackets. `_mild`: views cut with sub-volume 1.0-1.2 and views 0.9-1.1 x the ROI "
+        "instead of the bundle's 1.0-2.2 and 0.5-1.5.",
+        "",
+        "| exported teacher | 1-NN per seed | linear per seed | 1-NN - random init | linear - random init |"
+        " 1-NN - SimMIM only | linear - SimMIM only | 1-NN / linear - the same with the bundle's crops |"
+        " targets at the end, [CLS] / pooled / patch (nats, mean) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in summary["encoders"].items():
+        per = {k: " / ".join("-" if v is None else f"{v:.3f}" for v in row[k]) for k in ("knn_1", "linear")}
+        base = name.removesuffix("_teacher").removesuffix("_mild") + "_teacher"
+        crops = (
+            f"{fmt(row.get(f'knn_1_vs_{base}'))} / {fmt(row.get(f'linear_vs_{base}'))}"
+            if name.endswith("_mild_teacher")
+            else "-"
+        )
+        info = " / ".join(
+            f"{sum(v) / len(v):.2f}" if (v := row[f"{t}_information_last"]) else "-" for t in ("cls", "pooled", "patch")
+        )
+        lines.append(
+            f"| `{name}` | {per['knn_1']} | {per['linear']} | {fmt(row.get('knn_1_vs_random_init'))} | "
+            f"{fmt(row.get('linear_vs_random_init'))} | {fmt(row.get('knn_1_vs_simmim_teacher'))} | "
+            f"{fmt(row.get('linear_vs_simmim_teacher'))} | {crops} | {info} |"
+        )
+    le._write_text(md, "\n".join(lines) + "\n")
+    le._write_json(md.with_suffix(".json"), summary)
+    logging.getLogger(__name__).info("wrote %s", md)
+    return summary
 
 
 def check_goals(result: dict) -> list[dict]:
@@ -337,7 +455,21 @@ def main(argv: list[str] | None = None) -> dict:
         help="pretraining overrides for every variant, e.g. schedule#base_lr=1e-4 encoder_def#layer_scale_init=0.1",
     )
     parser.add_argument("--results", default=str(le.REPO / "benchmarks" / "results" / "pretraining_health.json"))
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the variants already pretrained in --results (same settings; their runs still under --work), "
+        "pretrain the others, then probe them all",
+    )
+    parser.add_argument(
+        "--summarize",
+        nargs="+",
+        metavar="JSON",
+        help="no pretraining: one table over these results (one per seed) to --results's .md",
+    )
     args = parser.parse_args(argv)
+    if args.summarize:
+        return summarize([Path(f) for f in args.summarize], Path(args.results).with_suffix(".md"))
     s = dict(QUICK if args.quick else FULL)
     s.update(
         {
@@ -351,26 +483,40 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     work = Path(args.work)
     lists = le.make_data(work, s)
-    result: dict = {
-        "command": "python benchmarks/pretraining_health.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "settings": s,
-        "machine": le._machine(),
-        "out_dim": json.loads((PRETRAIN / "configs" / "demo.json").read_text())["out_dim"],
-        "pretrain": {},
-        "spread": {},
-    }
-    encoders: dict[str, str | None] = {RANDOM_INIT: None}
-    result["spread"][RANDOM_INIT] = le.diagnose(RANDOM_INIT, s["seed"], s, lists, None, overrides=s["overrides"])
+    out = Path(args.results)
+    result: dict = json.loads(out.read_text()) if args.resume and out.is_file() else {}
+    if result and result.get("settings") != s:
+        raise SystemExit(f"--resume: {out} was run with other settings: {result.get('settings')}, not {s}")
+    result.update(
+        command="python benchmarks/pretraining_health.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        settings=s,
+        machine=le._machine(),
+        out_dim=json.loads((PRETRAIN / "configs" / "demo.json").read_text())["out_dim"],
+    )
+    result.setdefault("pretrain", {})
+    result.setdefault("spread", {})
+    for variant, run in result["pretrain"].items():
+        missing = [run[k] for k in ("teacher", "student", "checkpoint") if not Path(run[k]).is_file()]
+        if missing:
+            raise SystemExit(f"--resume: the {variant} run in {out} lacks {missing}: remove it from the JSON to rerun")
+    if RANDOM_INIT not in result["spread"]:
+        result["spread"][RANDOM_INIT] = le.diagnose(RANDOM_INIT, s["seed"], s, lists, None, overrides=s["overrides"])
+    runs = work / "runs" / f"seed{s['seed']}_it{s['iterations']}"
     for variant in args.variants:
-        run = pretrain(variant, s, lists, work / "runs" / variant)
+        if variant in result["pretrain"]:
+            logging.getLogger(__name__).info("%s: kept from %s", variant, out)
+            continue
+        run = pretrain(variant, s, lists, runs / variant)
         result["pretrain"][variant] = run
         overrides = {**VARIANTS[variant], **s["overrides"]}
         result["spread"][variant] = le.diagnose(variant, s["seed"], s, lists, run["checkpoint"], overrides=overrides)
+        le._write_json(out, result)  # after every run: --resume starts from here
+    encoders: dict[str, str | None] = {RANDOM_INIT: None}
+    for variant, run in result["pretrain"].items():
         encoders[f"{variant}_teacher"], encoders[f"{variant}_student"] = run["teacher"], run["student"]
     result["probes"] = probe(encoders, s, lists, work / "probes")
     result["goals"] = check_goals(result)
-    result["wall_minutes"] = (time.perf_counter() - start) / 60
-    out = Path(args.results)
+    result["wall_minutes"] = result.get("wall_minutes", 0.0) + (time.perf_counter() - start) / 60
     le._write_json(out, result)
     le._write_text(out.with_suffix(".md"), markdown(result, out.name))
     logging.getLogger(__name__).info("wrote %s and %s", out, out.with_suffix(".md"))
