@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+
+import numpy as np
+import pytest
 
 from tests.helpers import load_benchmark
 
@@ -48,6 +52,43 @@ def test_quick_health_check_fills_every_cell(tmp_path):
     assert len(data["goals"]) == 5 and all(isinstance(g["met"], bool) for g in data["goals"])
     table = results.with_suffix(".md").read_text()
     assert "| `smart_teacher` |" in table and "--quick" in table and "## Goals" in table
+
+    # --resume keeps the runs it has (same files, no new pretraining) and probes a new variant beside them
+    again = bench.main(args + ["--resume", "--variants", "simmim", "smart_mild"])
+    assert set(again["pretrain"]) == set(runs) | {"smart_mild"}
+    assert again["pretrain"]["smart"] == runs["smart"]
+    assert again["probes"]["smart_teacher"]["hits"] == data["probes"]["smart_teacher"]["hits"]
+    with pytest.raises(SystemExit, match="other settings"):
+        bench.main(args + ["--resume", "--seed", "3", "--variants", "simmim"])
+
+    # --summarize: seeds' differences averaged per embedding, each seed's own kept
+    other = json.loads(results.read_text())
+    other["settings"]["seed"] = 1
+    other["probes"]["smart_mild_teacher"]["knn_1"] += 0.5  # only the per-seed list reads the summary accuracy
+    (tmp_path / "seed1.json").write_text(json.dumps(other))
+    summary = bench.main(
+        ["--summarize", str(results), str(tmp_path / "seed1.json"), "--results", str(tmp_path / "s.json")]
+    )
+    row = summary["encoders"]["smart_mild_teacher"]
+    hits = np.array(again["probes"]["smart_mild_teacher"]["hits"]["knn_1"], float)
+    ref = np.array(again["probes"]["smart_teacher"]["hits"]["knn_1"], float)
+    assert row["knn_1_vs_smart_teacher"]["difference"] == pytest.approx((hits - ref).mean())
+    assert len(row["knn_1_vs_smart_teacher"]["per_seed"]) == 2 and summary["seeds"] == [0, 1]
+    assert "| `smart_mild_teacher` |" in (tmp_path / "s.md").read_text()
+    with pytest.raises(SystemExit, match="overwrite"):
+        bench.main(["--summarize", str(results), "--results", str(results)])
+
+
+def test_mild_variants_cut_the_views_of_train_json():
+    """``VIEWS`` is the index of ``RandTwoViewsd`` in train.json's preprocessing: the ``*_mild`` variants change the
+    crops there, and would silently change another transform if train.json's list moved."""
+    from monai.bundle import ConfigParser
+
+    bench = _benchmark()
+    parser = ConfigParser()
+    parser.read_config(str(bench.PRETRAIN / "configs" / "train.json"))
+    assert parser[bench.VIEWS]["_target_"].endswith("RandTwoViewsd")
+    assert bench.VARIANTS["dino_bn_mild"] == {**bench.VARIANTS["dino_bn"], **bench._MILD}
 
 
 def test_paired_bootstrap_resamples_whole_cases():
