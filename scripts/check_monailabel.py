@@ -97,17 +97,23 @@ def fresh_work_dir(work: Path) -> None:
     (work / MARKER).write_text("made by scripts/check_monailabel.py; deleted by its next run\n")
 
 
-def demo_weights(bundle: str, out: Path) -> None:
-    """Random (seeded) weights of the bundle's network at the demo sizes, as the tests make them."""
+def demo_weights(bundle: str, out: Path, datalist: Path | None = None) -> None:
+    """Random (seeded) weights of the bundle's network at the demo sizes, as the tests make them; with ``datalist``,
+    recorded as trained on it (``smart_nets.provenance``), as a training run would."""
     import torch
     from monai.bundle import ConfigParser
+
+    from smart_nets import provenance
 
     configs = REPO / "bundles" / bundle / "configs"
     parser = ConfigParser()
     parser.read_config([str(configs / "inference.json"), str(configs / "demo.json")])
     torch.manual_seed(0)
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(parser.get_parsed_content("network_def").state_dict(), out / "model.pt")
+    state = parser.get_parsed_content("network_def").state_dict()
+    if datalist is not None:
+        provenance.attach(state, provenance.training_record(datalist, REPO / "bundles" / bundle))
+    torch.save(state, out / "model.pt")
 
 
 def bake_train_overrides(bundle: Path) -> None:
@@ -132,7 +138,10 @@ def prepare(work: Path, num_phantoms: int) -> tuple[Path, Path, list[str]]:
     (app / "model").mkdir(parents=True)
     shutil.copy(REPO / "scripts" / "monailabel_app" / "main.py", app / "main.py")
     for bundle in BUNDLES:
-        demo_weights(bundle, work / "weights" / bundle)
+        # smart_seg's weights say they were trained on the phantoms, smart_response's carry no record
+        demo_weights(
+            bundle, work / "weights" / bundle, work / "phantoms" / "dataset.json" if bundle == "smart_seg" else None
+        )
         zip_path = run(
             [sys.executable, "-m", "smart_nets.zoo", "package", REPO / "bundles" / bundle, "--out", dist]
             + ["--models_dir", work / "weights" / bundle, "--inference_overrides", "configs/demo.json"],
@@ -272,6 +281,15 @@ def check_server(server: Server, studies: Path, ids: list[str], args) -> None:
     say(f"GET /info/: weights offered {offered}")
     if any(files != ["model.pt"] for files in offered.values()):
         raise CheckFailed(f"/info/ should offer only model.pt as weights (checkpoint.pt sits beside it): {offered}")
+
+    trained_on = {name: models[name].get("trained_on", "") for name in models}
+    say(f"GET /info/: trained on {trained_on}")
+    if not trained_on["smart_seg"].startswith("TRAINED ON SYNTHETIC DATA") or "SYNTHETIC" not in models[
+        "smart_seg"
+    ].get("description", ""):
+        raise CheckFailed(f"/info/ should say that smart_seg's weights were trained on synthetic phantoms: {models}")
+    if not trained_on["smart_response"].startswith("unknown"):
+        raise CheckFailed(f"/info/ should say that smart_response's weights carry no record: {trained_on}")
 
     sample = request("POST /activelearning/first", client.next_sample, "first", {})
     say(f"POST /activelearning/first: {sample.get('id')} (the unlabelled image)")

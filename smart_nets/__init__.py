@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.9.0"
+__version__ = "0.10.0"
 
 _SUBPACKAGES = (
     "cluster",
@@ -21,6 +21,7 @@ _SUBPACKAGES = (
     "metrics",
     "networks",
     "options",
+    "provenance",
     "runtime",
     "transforms",
     "zoo",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from smart_nets import provenance
 from smart_nets.transforms import EndpointLabeld, class_weights
 from tests.helpers import REPO, export_demo_onnx, run_bundle, run_bundle_failure, verify_bundle
 
@@ -59,6 +60,7 @@ def test_train_evaluate_and_infer_with_the_demo_override(tmp_path, bundle_worksp
         p0, p1 = float(row["prob_0"]), float(row["prob_1"])
         assert 0.0 <= p0 <= 1.0 and 0.0 <= p1 <= 1.0 and p0 + p1 == pytest.approx(1.0, abs=1e-5)
         assert int(row["predicted_class"]) == int(p1 > p0)
+        assert row["model_trained_on"].startswith(provenance.SYNTHETIC_WARNING), row  # trained on phantoms
 
     # the same predictions from the exported graph on onnxruntime, and from the TensorRT config's CPU fallback
     export_demo_onnx(root / "smart_response")
@@ -69,6 +71,7 @@ def test_train_evaluate_and_infer_with_the_demo_override(tmp_path, bundle_worksp
         assert [r["case"] for r in exported] == [r["case"] for r in rows]
         for ours, theirs in zip(exported, rows):
             assert float(ours["prob_1"]) == pytest.approx(float(theirs["prob_1"]), abs=1e-4), name
+            assert ours["model_trained_on"] == theirs["model_trained_on"]  # the record of the weights exported
 
 
 def test_a_datalist_entry_without_the_endpoint_names_the_case(tmp_path, bundle_workspace):

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
+from smart_nets import provenance
 from smart_nets.data import make_phantom
 from smart_nets.data.dicom import write_dicom_series
 from smart_nets.metrics import tumour_measurements
@@ -53,7 +54,11 @@ def test_training_improves_validation_dice_and_saves_the_best_model(trained):
     dice = [float(v) for v in re.findall(r"Metrics -- .*val_mean_dice: ([0-9.]+)", log)]
     assert len(dice) == 4  # at the start, then every 20 of 60 epochs
     assert max(dice[1:]) > dice[0] + 0.05, dice
-    assert (trained / "smart_seg" / "models" / "model.pt").is_file()
+    # the weights say what they were trained on: this bundle, the phantoms' training list, synthetic
+    record = provenance.from_file(trained / "smart_seg" / "models" / "model.pt")
+    training = json.loads((trained / "data" / "dataset.json").read_text())["training"]
+    assert record["bundle"] == json.loads((BUNDLE / "configs" / "metadata.json").read_text())["name"]
+    assert (record["num_cases"], record["synthetic"]) == (len(training), True) and "pretrained" not in record
 
 
 def test_evaluate_reports_dice(trained):
@@ -101,6 +106,7 @@ def test_inference_writes_masks_in_the_input_space_from_nifti_dicom_nrrd_and_met
         assert prob.shape == reference.shape and p.dtype == np.float32 and 0 <= p.min() and p.max() <= 1
         assert ((p > 0.5) == (label == 1)).mean() >= 0.999  # the mask is the argmax of the same probabilities
         expected = tumour_measurements(label == 1, out.affine)
+        assert row["model_trained_on"].startswith(provenance.SYNTHETIC_WARNING), row
         assert int(row["tumour_voxels"]) == expected["tumour_voxels"] > 0, row
         for column in ("tumour_volume_mm3", "longest_axial_diameter_mm", "connected_components"):
             assert float(row[column]) == pytest.approx(expected[column], rel=1e-4), (column, row)

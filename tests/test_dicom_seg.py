@@ -18,6 +18,7 @@ from monai.bundle import run as bundle_run
 from monai.data import MetaTensor
 from monai.transforms import LoadImage, Orientation
 
+from smart_nets import provenance
 from smart_nets.data import SaveDicomSegd, check_output_format, make_phantom, write_dicom_seg
 from smart_nets.data.dicom import write_dicom_series
 from tests.helpers import REPO, bundle_failure, copy_bundle, demo_network
@@ -202,7 +203,8 @@ def bundle(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("dicom_seg_bundle")
     bundle = copy_bundle("smart_seg", root / "smart_seg")
     torch.manual_seed(0)
-    torch.save(demo_network("smart_seg").state_dict(), bundle / "models" / "model.pt")
+    record = {"bundle": "SMART lung tumour segmentation", "num_cases": 6, "synthetic": True}
+    torch.save(provenance.attach(demo_network("smart_seg").state_dict(), record), bundle / "models" / "model.pt")
     phantom = make_phantom(5, shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0))
     write_dicom_series(phantom.image, phantom.affine, str(root / "inputs" / "series"))
     nib.save(nib.Nifti1Image(phantom.image, phantom.affine), root / "inputs" / "case.nii.gz")
@@ -239,6 +241,7 @@ def test_the_bundle_writes_dicom_seg_matching_its_nifti_mask_for_a_dicom_series(
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == sources[0].SeriesInstanceUID
     algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
     assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == ("SMART smart_seg", VERSION)
+    assert seg.SeriesDescription == "SMART smart_seg tumour [SYNTHETIC-TRAINED]"  # the weights' record says so
 
 
 def test_the_bundle_refuses_an_unknown_output_format_and_dicom_seg_for_nifti_inputs(bundle):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from smart_nets import provenance
 from smart_nets.io import sha256_file as sha256sum
 from smart_nets.zoo import ZooCheckError, check_bundle, package_bundle, safe_extract
 from tests.helpers import REPO, SCHEMA, copy_bundle, demo_network, make_phantoms
@@ -26,7 +27,10 @@ BUNDLES = ("smart_pretrain", "smart_seg", "smart_response")
 def _tiny_weights(bundle: str, models: Path) -> None:
     net = demo_network(bundle)
     models.mkdir(parents=True, exist_ok=True)
-    torch.save((net.encoder if bundle == "smart_pretrain" else net).state_dict(), models / "model.pt")
+    state = (net.encoder if bundle == "smart_pretrain" else net).state_dict()
+    if bundle == "smart_seg":  # as a training run on phantoms records it; the others carry no record
+        provenance.attach(state, {"bundle": "SMART lung tumour segmentation", "num_cases": 6, "synthetic": True})
+    torch.save(state, models / "model.pt")
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +111,13 @@ def test_packaged_zips_pass_the_zoo_checks_and_carry_their_code(zoo):
         assert f"{bundle}/scripts/smart_nets/networks/nets/smart_swin.py" in names
         assert not [n for n in names if n.endswith((".pt", ".onnx", ".pyc"))]
         assert "smart-nets" not in meta["required_packages_version"]
+        # the model card: what the released weights were trained on
+        if bundle == "smart_seg":
+            assert (
+                meta["trained_on"].startswith(provenance.SYNTHETIC_WARNING) and meta["weights_provenance"]["synthetic"]
+            )
+        else:
+            assert meta["trained_on"].startswith("unknown") and meta["weights_provenance"] == {}
         weights = zoo["dist"] / f"{bundle}_v{version}_model.pt"
         assert f"{zoo['url']}/{weights.name}" in large and sha256sum(weights) in large
 

@@ -125,11 +125,34 @@ class SmartBundleApp(MONAILabelApp):
 
     def info(self):
         """MONAI Label's ``/info/``, with ``labels`` (which 3D Slicer turns into segments) merged from the
-        segmentation models only, not from a classifier's class names."""
+        segmentation models only, not from a classifier's class names, and for each model ``trained_on``: what its
+        ``models/model.pt`` was trained on (``smart_nets.provenance``); the description of a model trained on
+        synthetic data starts by saying so."""
         meta = super().info()
         labels: list[str] = []
         for model in meta["models"].values():
             if model.get("type") != InferType.CLASSIFICATION and isinstance(model.get("labels"), dict):
                 labels += [k for k, _ in sorted(model["labels"].items(), key=lambda kv: kv[1]) if k not in labels]
         meta["labels"] = labels
+        provenance = _provenance(next(iter(self.models.values())))
+        for name, path in self.models.items():
+            if name not in meta["models"]:
+                continue
+            record = provenance.from_file(os.path.join(path, "models", "model.pt"), missing_ok=True)
+            model = meta["models"][name]
+            model["trained_on"] = provenance.describe(record)
+            if provenance.is_synthetic(record):
+                model["description"] = f"[{provenance.SYNTHETIC_WARNING}] {model.get('description', '')}".strip()
         return meta
+
+
+def _provenance(bundle: str):
+    """``smart_nets.provenance``: installed, or the copy a packaged bundle carries in ``scripts/smart_nets``."""
+    try:
+        from smart_nets import provenance
+    except ImportError:
+        import sys
+
+        sys.path.insert(0, os.path.join(bundle, "scripts"))
+        from smart_nets import provenance
+    return provenance

@@ -315,7 +315,9 @@ class SaveDicomSegd(MapTransform):
         output_postfix: added to the series folder's name.
         algorithm_version: the version recorded in the object; default: ``metadata_file``'s ``version``.
         metadata_file: a bundle's ``configs/metadata.json``, read when the transform is built.
-        algorithm_name, segment_label, series_number: see :func:`write_dicom_seg`.
+        algorithm_name, segment_label, series_number, series_description: see :func:`write_dicom_seg`; the bundle
+            gives ``series_description`` from :func:`smart_nets.provenance.series_description`, which says when the
+            weights were trained on synthetic data.
         allow_missing_keys: do not raise for absent keys.
 
     Raises:
@@ -334,6 +336,7 @@ class SaveDicomSegd(MapTransform):
         algorithm_name: str = "SMART smart_seg",
         segment_label: str = "tumour",
         series_number: int = 900,
+        series_description: str | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -348,6 +351,7 @@ class SaveDicomSegd(MapTransform):
         self.algorithm_name = algorithm_name
         self.segment_label = segment_label
         self.series_number = series_number
+        self.series_description = series_description
 
     def __call__(self, data: Mapping) -> dict:
         d = dict(data)
@@ -378,6 +382,7 @@ class SaveDicomSegd(MapTransform):
                 algorithm_name=self.algorithm_name,
                 segment_label=self.segment_label,
                 series_number=self.series_number,
+                series_description=self.series_description,
             )
             value.meta["saved_to"] = str(path)
         return d

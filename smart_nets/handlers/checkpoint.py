@@ -12,6 +12,7 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 
+from smart_nets import provenance
 from smart_nets.io import atomic_path, check_checkpoint_file, refused
 
 __all__ = ["AtomicCheckpoint", "CheckedCheckpointLoader", "atomic_torch_save"]
@@ -48,6 +49,8 @@ class AtomicCheckpoint:
         save_engine_as: also save the engine this handler is attached to, under this key, first. A bundle config
             cannot name the trainer inside the trainer's own handler list (a reference cycle), so a resumable
             checkpoint in ``train#handlers`` says ``"save_engine_as": "trainer"`` instead.
+        provenance: what the weights are trained on (:func:`smart_nets.provenance.training_record`), saved inside
+            every network's state dict (:func:`smart_nets.provenance.attach`; the file stays a plain state dict).
 
     Raises:
         ValueError: when ``save_dict`` is empty or an entry has no ``state_dict``.
@@ -63,6 +66,7 @@ class AtomicCheckpoint:
         unwrap_single: bool = False,
         key_metric: str | None = None,
         save_engine_as: str | None = None,
+        provenance: dict | None = None,
     ) -> None:
         bad = [k for k, v in save_dict.items() if not callable(getattr(v, "state_dict", None))]
         if (not save_dict and not save_engine_as) or bad:
@@ -75,6 +79,7 @@ class AtomicCheckpoint:
         self.unwrap_single = unwrap_single
         self.key_metric = key_metric
         self.save_engine_as = save_engine_as
+        self.provenance = provenance
         self.best = float("-inf")
 
     def attach(self, engine: Engine) -> None:
@@ -107,7 +112,10 @@ class AtomicCheckpoint:
         """Write the checkpoint (rank 0 only)."""
         if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
             return
-        state = {k: v.state_dict() for k, v in self.save_dict.items()}
+        state = {
+            k: provenance.attach(v.state_dict(), self.provenance) if isinstance(v, torch.nn.Module) else v.state_dict()
+            for k, v in self.save_dict.items()
+        }
         if self.unwrap_single and len(state) == 1:
             state = next(iter(state.values()))
         atomic_torch_save(state, self.path)
@@ -121,7 +129,8 @@ class CheckedCheckpointLoader(CheckpointLoader):
     ``KeyError: 101`` and another architecture as ``Error(s) in loading state_dict for SMARTUNETR: ...``, none of
     them with the file's name. This checks the file first (:func:`smart_nets.io.check_checkpoint_file`) and
     re-raises loading errors with the path, the objects it was loaded into, and the likely cause. Arguments as
-    ``CheckpointLoader``; loading is still ``torch.load(..., weights_only=True)``.
+    ``CheckpointLoader``; loading is still ``torch.load(..., weights_only=True)``. Loading one network's weights,
+    it logs what they were trained on (``self.provenance``; a warning for synthetic data, :mod:`smart_nets.provenance`).
 
     Raises:
         FileNotFoundError: for a missing checkpoint.
@@ -133,6 +142,9 @@ class CheckedCheckpointLoader(CheckpointLoader):
         check_checkpoint_file(self.load_path)
         try:
             super().__call__(engine)
+            if len(self.load_dict) == 1 and isinstance(next(iter(self.load_dict.values())), torch.nn.Module):
+                self.provenance = provenance.from_file(self.load_path)
+                provenance.warn_if_synthetic(self.provenance, self.load_path)
         except pickle.UnpicklingError as e:
             raise refused(self.load_path, e) from e
         except (RuntimeError, KeyError, ValueError) as e:

@@ -31,13 +31,20 @@ class TumourMeasurements:
         filename: its name.
         pred_key: the label map in each decollated output item.
         foreground: the label value counted as tumour.
+        trained_on: what the weights were trained on (:func:`smart_nets.provenance.describe`), a last column
+            ``model_trained_on`` of every row; None: no such column.
     """
 
     def __init__(
-        self, output_dir: str, filename: str = "measurements.csv", pred_key: str = "pred", foreground: int = 1
+        self,
+        output_dir: str,
+        filename: str = "measurements.csv",
+        pred_key: str = "pred",
+        foreground: int = 1,
+        trained_on: str | None = None,
     ) -> None:
         self.path = Path(output_dir) / filename
-        self.pred_key, self.foreground = pred_key, foreground
+        self.pred_key, self.foreground, self.trained_on = pred_key, foreground, trained_on
         self.rows: list[dict] = []
 
     def attach(self, engine: Engine) -> None:
@@ -55,6 +62,9 @@ class TumourMeasurements:
             mask = mask[0] if mask.ndim == 4 else mask  # channel-first label map
             image = pred.meta.get("filename_or_obj", f"case_{len(self.rows)}")
             row = {"image": str(image), **tumour_measurements(mask == self.foreground, np.asarray(affine))}
+            if self.trained_on is not None:
+                row["model_trained_on"] = self.trained_on
             self.rows.append(row)
             logger.debug("measured %s: %s", os.path.basename(str(image)), row)
-        write_csv(self.path, self.rows, ["image", *MEASUREMENT_COLUMNS])
+        extra = ["model_trained_on"] if self.trained_on is not None else []
+        write_csv(self.path, self.rows, ["image", *MEASUREMENT_COLUMNS, *extra])

@@ -31,6 +31,8 @@ class OutcomeReport:
         n_bootstrap: bootstrap resamples of the AUC interval.
         with_labels: expect ``label`` in the batch (evaluation) or not (inference).
         endpoint: name of the endpoint, written into the report.
+        trained_on: what the weights were trained on (:func:`smart_nets.provenance.describe`): a
+            ``model_trained_on`` column of every prediction and a key of the report; None: neither.
 
     Raises:
         ValueError: at completion, for a single-class labelled set (AUC undefined), naming the counts.
@@ -44,10 +46,11 @@ class OutcomeReport:
         n_bootstrap: int = 2000,
         with_labels: bool = True,
         endpoint: str = "endpoint",
+        trained_on: str | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.positive_class, self.threshold, self.n_bootstrap = positive_class, threshold, n_bootstrap
-        self.with_labels, self.endpoint = with_labels, endpoint
+        self.with_labels, self.endpoint, self.trained_on = with_labels, endpoint, trained_on
         self.rows: list[dict] = []
 
     def attach(self, engine: Engine) -> None:
@@ -66,6 +69,8 @@ class OutcomeReport:
             if self.with_labels:
                 label = torch.as_tensor(item["label"]).flatten()
                 row["label"] = int(label.argmax() if label.numel() > 1 else label.item())  # one-hot or index
+            if self.trained_on is not None:
+                row["model_trained_on"] = self.trained_on
             self.rows.append(row)
 
     def _write(self, engine: Engine) -> None:
@@ -77,6 +82,8 @@ class OutcomeReport:
         score = np.array([r[f"prob_{self.positive_class}"] for r in self.rows])
         report = {"endpoint": self.endpoint, **bootstrap_auc(y, score, self.n_bootstrap)}
         report.update(threshold_metrics(y, score, self.threshold))
+        if self.trained_on is not None:
+            report["model_trained_on"] = self.trained_on
         with atomic_path(self.output_dir / "metrics.json") as tmp:
             tmp.write_bytes((json.dumps(report, indent=2) + "\n").encode())
         self._plot(y, score, report)

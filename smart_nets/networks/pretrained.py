@@ -125,4 +125,7 @@ def prepare_encoder(encoder: nn.Module | None, pretrained: str | os.PathLike | N
         raise TypeError(f"encoder must be a smart_nets SMARTSwin, got {type(encoder).__name__}")
     if pretrained:
         load_pretrained_encoder(encoder, pretrained)
+        from smart_nets import provenance
+
+        provenance.warn_if_synthetic(provenance.from_file(pretrained), pretrained)
     return encoder

@@ -11,6 +11,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from smart_nets import provenance
 from smart_nets.io import atomic_path, sha256_file
 from smart_nets.zoo.checks import MAX_FILE_BYTES, check_bundle
 
@@ -102,7 +103,9 @@ def package_bundle(
     Weights (``*.pt``, ``*.ts``, ``*.onnx`` in ``models_dir``, default ``<bundle>/models``) are copied to
     ``<out>/<name>_v<version>_<file>`` and listed in the zip's ``large_files.yml`` with ``<base_url>/<file>`` and
     their sha256, as the model zoo keeps weights out of bundles; ``python -m monai.bundle download_large_files``
-    fetches and hash-checks them. The zip is checked with :func:`check_bundle` before it is written.
+    fetches and hash-checks them. The packaged ``metadata.json`` says what ``model.pt`` was trained on (``trained_on``
+    and ``weights_provenance``, from the record inside the file, :mod:`smart_nets.provenance`), as a model card does.
+    The zip is checked with :func:`check_bundle` before it is written.
 
     Args:
         bundle_dir: the bundle folder; its name is the bundle's name.
@@ -140,8 +143,14 @@ def package_bundle(
             merged = ConfigParser.load_config_files([str(f) for f in files])
             (stage / "configs" / "inference.json").write_text(json.dumps(merged, indent=4) + "\n")
         meta.get("required_packages_version", {}).pop("smart-nets", None)
-        (stage / "configs" / "metadata.json").write_text(json.dumps(meta, indent=4) + "\n")
         weights = sorted(p for p in models.glob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+        if (models / "model.pt").is_file():  # the model card: what the released weights were trained on
+            record = provenance.from_file(models / "model.pt")
+            meta["trained_on"] = provenance.describe(record)
+            meta["weights_provenance"] = record or {}
+            if provenance.is_synthetic(record):
+                logger.warning(f"{name}: {meta['trained_on']}")
+        (stage / "configs" / "metadata.json").write_text(json.dumps(meta, indent=4) + "\n")
         entries = []
         for weight in weights:
             served = f"{name}_v{version}_{weight.name}"

@@ -221,6 +221,7 @@ def _write_dataset(path: Path, items: list[dict], n_val: int, generator: dict) -
         "description": "Synthetic chest/abdomen CT (HU) with organ labels, lung tumours and image-level endpoints",
         "reference": "smart_nets.data.phantoms",
         "licence": "CC0-1.0 (generated data)",
+        "synthetic": True,  # smart_nets.provenance: weights trained on these say so in every output
         "tensorImageSize": "3D",
         "modality": {"0": "CT"},
         "labels": {"0": "background", "1": "tumour"},

@@ -1,0 +1,189 @@
+"""What a weights file was trained on: a small record saved inside the file, read back wherever it is loaded.
+
+A model trained on synthetic phantoms segments a real CT without complaint and its numbers look like measurements
+(on two real lung CTs the demo's model reported 169 mL and 842 mL of tumour where radiologists drew 1.4 mL and 48 mL).
+So every weights file a bundle writes carries a record, as model cards do: the bundle and its version, the
+datalist, how many cases, whether they were synthetic, the date, and the record of the pretrained weights it started
+from. Inference prints it when it loads the weights, and every output of weights trained on synthetic data says so
+(the log, ``measurements.csv``, the DICOM-SEG series description, MONAI Label's ``/info``).
+
+Where it lives: in the state dict's ``_metadata`` (the per-module dict PyTorch already saves with every
+``state_dict()`` for its version numbers), under ``_metadata[""]["smart_provenance"]``. A weights file stays a
+plain state dict: ``module.load_state_dict(torch.load(path, weights_only=True))`` and MONAI's ``CheckpointLoader``
+read it as before, and ``weights_only`` loading keeps the record (plain strings, numbers and dicts). A copy made
+with ``dict(state_dict)`` drops it, which is why :func:`attach` is called on the dict that is saved.
+
+A datalist says its data are synthetic with a top-level ``"synthetic": true`` (``smart_nets.data.phantoms`` writes
+it); anything else is recorded as "not marked synthetic", which is not the same as real.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "KEY",
+    "attach",
+    "describe",
+    "from_file",
+    "is_synthetic",
+    "read",
+    "series_description",
+    "training_record",
+    "warn_if_synthetic",
+]
+
+logger = logging.getLogger(__name__)
+
+KEY = "smart_provenance"
+SYNTHETIC_WARNING = "TRAINED ON SYNTHETIC DATA: its outputs on real CT are not measurements"
+
+
+def training_record(
+    datalist: str | os.PathLike,
+    bundle_root: str | os.PathLike,
+    items: Sequence | None = None,
+    synthetic: bool | None = None,
+    pretrained: str | os.PathLike | None = None,
+) -> dict:
+    """The record of a training run, made when the bundle's config is parsed.
+
+    Args:
+        datalist: the MSD-style ``dataset.json`` named in the config; its ``name`` and top-level ``synthetic`` flag
+            are read when it exists.
+        bundle_root: the bundle's folder; ``configs/metadata.json`` gives its name and version.
+        items: the training items the run really uses (the config's ``train#dataset#data``), counted; MONAI Label
+            replaces them with its datastore's while ``datalist`` may not exist. None: the datalist's ``training``.
+        synthetic: overrides the datalist's flag (for a datalist that does not say).
+        pretrained: the weights the run starts from (a SMART encoder); their own record, if any, is kept as
+            ``pretrained``. Empty or None: none.
+
+    Raises:
+        FileNotFoundError: when ``items`` is None and ``datalist`` does not exist.
+        ValueError: when ``datalist`` exists but is not a JSON object.
+    """
+    path = Path(datalist)
+    data: dict = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"datalist {path} is not JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"datalist {path} is not a JSON object with a 'training' list")
+    elif items is None:
+        raise FileNotFoundError(f"datalist {path} does not exist: cannot record what the weights are trained on")
+    if items is None:
+        items = data.get("training", [])
+    meta_file = Path(bundle_root) / "configs" / "metadata.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    import smart_nets
+
+    record: dict[str, Any] = {
+        "bundle": meta.get("name", Path(bundle_root).resolve().name),
+        "bundle_version": meta.get("version", "unknown"),
+        "smart_nets": smart_nets.__version__,
+        "data": str(path.resolve()) if data else "items given to the run (no datalist file)",
+        "data_name": str(data.get("name", "")),
+        "num_cases": len(items),
+        "synthetic": bool(data.get("synthetic", False)) if synthetic is None else bool(synthetic),
+        "date": datetime.date.today().isoformat(),
+    }
+    if pretrained:
+        record["pretrained"] = from_file(pretrained) or {"file": str(pretrained), "record": "none"}
+    return record
+
+
+def attach(state_dict: Mapping[str, torch.Tensor], record: Mapping | None) -> Mapping[str, torch.Tensor]:
+    """Put ``record`` into ``state_dict``'s metadata (in place, and returned); None leaves it as it is. A dict
+    without PyTorch's ``_metadata`` (not from ``state_dict()``) is copied into an ``OrderedDict`` that has it."""
+    if record is None:
+        return state_dict
+    if not hasattr(state_dict, "_metadata"):
+        state_dict = OrderedDict(state_dict)
+        state_dict._metadata = OrderedDict()  # type: ignore[attr-defined]
+    root = state_dict._metadata.setdefault("", {})  # type: ignore[attr-defined]
+    root[KEY] = dict(record)
+    return state_dict
+
+
+def read(state_dict: Any) -> dict | None:
+    """The record in a loaded state dict (or a ``{"model": state_dict}`` checkpoint), or None."""
+    if isinstance(state_dict, Mapping) and "model" in state_dict and isinstance(state_dict["model"], Mapping):
+        state_dict = state_dict["model"]
+    root = (getattr(state_dict, "_metadata", None) or {}).get("", {})
+    record = root.get(KEY) if isinstance(root, Mapping) else None
+    return dict(record) if isinstance(record, Mapping) else None
+
+
+def from_file(path: str | os.PathLike, missing_ok: bool = False) -> dict | None:
+    """The record in a weights file, or None for a file without one (memory-mapped: the tensors are not read).
+
+    ``missing_ok``: None for a file that does not exist (inference configs read the record of ``models/model.pt``
+    while they are parsed, before the checkpoint loader reports a missing file in its own words; the ONNX and
+    TensorRT paths read the weights their graph was exported from, where they are).
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`smart_nets.io.check_checkpoint_file`, naming the file.
+    """
+    from smart_nets.io import check_checkpoint_file
+
+    if missing_ok and not os.path.isfile(path):
+        return None
+    check_checkpoint_file(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # an old-style (non-zip) file cannot be memory-mapped
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    return read(state)
+
+
+def is_synthetic(record: Mapping | None) -> bool:
+    """Whether the weights, or the pretrained weights they started from, were trained on synthetic data."""
+    while record:
+        if record.get("synthetic"):
+            return True
+        record = record.get("pretrained") if isinstance(record.get("pretrained"), Mapping) else None
+    return False
+
+
+def describe(record: Mapping | None) -> str:
+    """One line for logs and files: who trained the weights on what; synthetic data first and in capitals."""
+    if not record:
+        return "unknown (the weights file carries no training record)"
+
+    def one(r: Mapping) -> str:
+        data = r.get("data_name") or r.get("data", "?")
+        kind = "SYNTHETIC" if r.get("synthetic") else "not marked synthetic"
+        who = f"{r.get('bundle', '?')} {r.get('bundle_version', '?')}"
+        return f"{who} on {r.get('num_cases', '?')} cases of {data} ({kind}, {r.get('date', '?')})"
+
+    text = one(record)
+    parent = record.get("pretrained")
+    if isinstance(parent, Mapping) and parent.get("bundle"):
+        text += f", from weights pretrained by {one(parent)}"
+    return (SYNTHETIC_WARNING + ": " if is_synthetic(record) else "") + text
+
+
+def warn_if_synthetic(record: Mapping | None, source: str | os.PathLike) -> None:
+    """Log where the weights in ``source`` come from; a warning when they were trained on synthetic data."""
+    if is_synthetic(record):
+        logger.warning("%s: %s", source, describe(record))
+    else:
+        logger.info("%s: trained by %s", source, describe(record))
+
+
+def series_description(base: str, record: Mapping | None) -> str:
+    """A DICOM SeriesDescription (at most 64 characters) that says when the weights were trained on synthetic data:
+    a long ``base`` is shortened, never the warning."""
+    mark = " [SYNTHETIC-TRAINED]" if is_synthetic(record) else ""
+    return base[: 64 - len(mark)] + mark
