@@ -318,3 +318,13 @@ def test_monai_label_bundle_infer_task_segments_a_phantom_with_the_downloaded_bu
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["shape"] == result["input_shape"] and result["affine_equal"], result
     assert set(result["values"]) <= {0, 1} and result["labels"] == {"tumour": 1}, result
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_changelog_entries_are_one_line_each_as_in_the_model_zoo(bundle):
+    """The zoo's changelogs say each version in a line; the full notes live in the bundle's docs/changelog.md."""
+    meta = json.loads((REPO / "bundles" / bundle / "configs" / "metadata.json").read_text())
+    long = {v: len(text) for v, text in meta["changelog"].items() if len(text) > 200 or "\n" in text}
+    assert not long, f"{bundle}: changelog entries over 200 characters: {long}"
+    assert meta["version"] in meta["changelog"]
+    assert f"## {meta['version']}" in (REPO / "bundles" / bundle / "docs" / "changelog.md").read_text()
