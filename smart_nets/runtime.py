@@ -83,3 +83,10 @@ def autocast_dtype(precision: str, device: str | torch.device) -> torch.dtype | 
         )
         return None
     return torch.bfloat16
+
+
+def unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """The module inside ``DistributedDataParallel``/``DataParallel``, or ``network`` itself (PyTorch and MONAI have
+    no such helper; ignite's ``idist`` wraps but does not unwrap)."""
+    wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    return network.module if isinstance(network, wrappers) else network

@@ -1,4 +1,4 @@
-"""The EMA teacher (DINO's momentum encoder), and parameter groups with and without weight decay."""
+"""The EMA teacher (DINO's momentum encoder)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,9 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["unwrap", "make_teacher", "ema_update_", "param_groups"]
+from smart_nets.runtime import unwrap
 
-# Swin's relative-position tables are not decayed (timm's ``no_weight_decay``); the [CLS] token is, as in DINO's
-# ``get_params_groups`` and the SMART authors' code (decay keeps a zero-initialised [CLS] small).
-NO_DECAY_NAMES = ("relative_position_bias_table",)
-
-
-def unwrap(network: nn.Module) -> nn.Module:
-    """The module inside ``DistributedDataParallel``/``DataParallel``, or ``network`` itself."""
-    return network.module if isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else network
+__all__ = ["make_teacher", "ema_update_"]
 
 
 def make_teacher(student: nn.Module) -> nn.Module:
@@ -54,20 +47,3 @@ def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None
         raise ValueError("teacher and student have different parameters; build the teacher with make_teacher")
     names = list(t_params)
     torch._foreach_lerp_([t_params[n] for n in names], [s_params[n].detach() for n in names], 1.0 - momentum)
-
-
-def param_groups(network: nn.Module) -> list[dict]:
-    """Two AdamW groups as in DINO: weights (the [CLS] token included) with weight decay, and biases, norms, other
-    one-dimensional parameters (the mask token) and relative-position tables without.
-
-    The first group carries ``apply_weight_decay=True``; the trainer sets its scheduled weight decay there only.
-    """
-    decay, no_decay = [], []
-    for name, p in unwrap(network).named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.ndim <= 1 or name.endswith(".bias") or any(k in name for k in NO_DECAY_NAMES):
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "apply_weight_decay": True}, {"params": no_decay, "weight_decay": 0.0}]

@@ -8,7 +8,8 @@ import re
 
 from torch import nn
 
-from smart_nets.engines.ema import NO_DECAY_NAMES, unwrap
+from smart_nets.engines.optim import NO_DECAY_NAMES
+from smart_nets.runtime import unwrap
 
 __all__ = ["encoder_layer_id", "finetune_param_groups"]
 

@@ -22,9 +22,10 @@ from monai.utils import look_up_option
 from torch.nn.utils import clip_grad_norm_
 
 from smart_nets import runtime
-from smart_nets.engines.ema import ema_update_, unwrap
+from smart_nets.engines.ema import ema_update_
 from smart_nets.engines.schedules import SMARTSchedule
 from smart_nets.losses import SMARTLoss
+from smart_nets.runtime import unwrap
 from smart_nets.transforms.masking import attention_guided_mask, random_token_mask
 
 __all__ = ["PrepareTwoViews", "SMARTTrainer"]

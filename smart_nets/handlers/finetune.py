@@ -8,7 +8,7 @@ from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 from torch import nn
 
-from smart_nets.engines.ema import unwrap
+from smart_nets.runtime import unwrap
 
 __all__ = ["FreezeEncoderEpochs"]
 
