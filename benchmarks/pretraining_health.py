@@ -74,6 +74,11 @@ def pretrain(variant: str, s: dict, lists: dict, out: Path, overrides: dict | No
     per_epoch = s["pool"] // s["batch"]
     epochs = max(1, s["iterations"] // per_epoch)
     total = epochs * per_epoch
+    # a run stopped part-way (a session's end) continues from its last checkpoint, written every tenth of the run
+    checkpoint = out / "models" / "checkpoint.pt"
+    resumed_from = int(read_checkpoint(checkpoint)["trainer"]["iteration"]) if checkpoint.is_file() else 0
+    if resumed_from:
+        logging.getLogger(__name__).info("%s: resuming %s at iteration %d", variant, checkpoint, resumed_from)
     wf = le._workflow(
         PRETRAIN,
         ["train.json", "demo.json"],
@@ -82,7 +87,8 @@ def pretrain(variant: str, s: dict, lists: dict, out: Path, overrides: dict | No
         ckpt_dir=str(out / "models"),
         seed=s["seed"],
         max_epochs=epochs,
-        save_interval=epochs,
+        save_interval=max(1, epochs // 10),
+        resume=bool(resumed_from),
         log_every=max(1, total // s["windows"]),
         batch_size=s["batch"],
         **{"schedule#momentum": SMARTSchedule().momentum_for(total, s["max_teacher_share"])},
@@ -94,10 +100,11 @@ def pretrain(variant: str, s: dict, lists: dict, out: Path, overrides: dict | No
     wf.run()
     trainer = wf.parser.get_parsed_content("train#trainer")
     history = wf.parser.get_parsed_content("train#collapse_monitor").history
-    last = trainer.state.output[0]
-    result = {k: float(last[k]) for k in ("loss", "loss_cls", "loss_patch", "loss_rec")}
+    last = trainer.state.output[0] if trainer.state.output else {}  # none when resumed at its end
+    result = {k: float(last.get(k, math.nan)) for k in ("loss", "loss_cls", "loss_patch", "loss_rec")}
     result.update(
         iterations=trainer.state.iteration,
+        resumed_from=resumed_from,  # the monitor's windows then start there
         seconds=time.perf_counter() - start,
         momentum=float(trainer.schedule.momentum),
         teacher_init_share=trainer.schedule.teacher_init_share(total),

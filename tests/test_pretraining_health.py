@@ -100,3 +100,15 @@ def test_paired_bootstrap_resamples_whole_cases():
     assert better["difference"] == 0.5 and better["ci95"][0] == better["ci95"][1] == 0.5  # each case +0.5
     mixed = bench.paired_bootstrap([1, 1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1, 1, 1], cases, 500, 0)
     assert mixed["difference"] == 0.0 and mixed["ci95"][0] < -0.4 and mixed["ci95"][1] > 0.4
+
+
+def test_a_run_stopped_part_way_continues_from_its_checkpoint(tmp_path):
+    """A variant's run writes its resumable checkpoint every tenth of the run; started again in the same folder (as
+    ``--resume`` does after a session ended mid-run) it continues the iteration count instead of starting over."""
+    bench = _benchmark()
+    s = dict(bench.QUICK, iterations=3, overrides={})  # one epoch of 3 iterations (6 phantoms, batch 2)
+    lists = bench.le.make_data(tmp_path / "work", s)
+    first = bench.pretrain("simmim", s, lists, tmp_path / "run")  # stands for a run stopped after its first epoch
+    assert first["resumed_from"] == 0 and first["iterations"] == 3
+    again = bench.pretrain("simmim", dict(s, iterations=6), lists, tmp_path / "run")
+    assert again["resumed_from"] == 3 and again["iterations"] == 6 and math.isfinite(again["loss_rec"])
