@@ -69,11 +69,11 @@ def smart_steps(device: torch.device, amp: bool, size: int, steps: int = 6) -> d
 
     from smart_nets.engines import SMARTSchedule, SMARTTrainer, make_teacher, param_groups
     from smart_nets.losses import SMARTLoss
-    from smart_nets.networks.nets import SMARTPretrainNet, SMARTSwin
+    from smart_nets.networks.nets import SMARTPretrainNet, smart_swin
     from smart_nets.transforms import RandTokenMaskd, RandTwoViewsd
 
     torch.manual_seed(0)
-    net = SMARTPretrainNet(SMARTSwin(feature_size=48, depths=(2, 2, 8, 2), num_heads=(4, 4, 8, 16))).to(device)
+    net = SMARTPretrainNet(smart_swin("paper")).to(device)
     teacher = make_teacher(net)
     volume = torch.rand(1, 2 * size, 2 * size, 2 * size)
     views = RandTwoViewsd("image", (size,) * 3)

@@ -33,7 +33,9 @@ import torch
 __all__ = [
     "KEY",
     "attach",
+    "check_encoder",
     "describe",
+    "describe_arch",
     "from_file",
     "is_synthetic",
     "read",
@@ -54,6 +56,7 @@ def training_record(
     items: Sequence | None = None,
     synthetic: bool | None = None,
     pretrained: str | os.PathLike | None = None,
+    encoder: Any = None,
 ) -> dict:
     """The record of a training run, made when the bundle's config is parsed.
 
@@ -66,6 +69,9 @@ def training_record(
         synthetic: overrides the datalist's flag (for a datalist that does not say).
         pretrained: the weights the run starts from (a SMART encoder); their own record, if any, is kept as
             ``pretrained``. Empty or None: none.
+        encoder: the network's ``SMARTSwin``; its ``arch`` (the sizes its weights need) is kept as ``encoder``, so
+            that a model file says what it is and a loader can name both sides of a mismatch
+            (:func:`check_encoder`).
 
     Raises:
         FileNotFoundError: when ``items`` is None and ``datalist`` does not exist.
@@ -98,6 +104,8 @@ def training_record(
         "synthetic": bool(data.get("synthetic", False)) if synthetic is None else bool(synthetic),
         "date": datetime.date.today().isoformat(),
     }
+    if getattr(encoder, "arch", None):
+        record["encoder"] = dict(encoder.arch)
     if pretrained:
         record["pretrained"] = from_file(pretrained) or {"file": str(pretrained), "record": "none"}
     return record
@@ -117,9 +125,12 @@ def attach(state_dict: Mapping[str, torch.Tensor], record: Mapping | None) -> Ma
 
 
 def read(state_dict: Any) -> dict | None:
-    """The record in a loaded state dict (or a ``{"model": state_dict}`` checkpoint), or None."""
-    if isinstance(state_dict, Mapping) and "model" in state_dict and isinstance(state_dict["model"], Mapping):
-        state_dict = state_dict["model"]
+    """The record in a loaded state dict, or in the network of a ``{"model": ...}`` or resumable ``{"network": ...}``
+    checkpoint; None without one."""
+    for key in ("model", "network"):
+        if isinstance(state_dict, Mapping) and isinstance(state_dict.get(key), Mapping):
+            state_dict = state_dict[key]
+            break
     root = (getattr(state_dict, "_metadata", None) or {}).get("", {})
     record = root.get(KEY) if isinstance(root, Mapping) else None
     return dict(record) if isinstance(record, Mapping) else None
@@ -187,3 +198,40 @@ def series_description(base: str, record: Mapping | None) -> str:
     a long ``base`` is shortened, never the warning."""
     mark = " [SYNTHETIC-TRAINED]" if is_synthetic(record) else ""
     return base[: 64 - len(mark)] + mark
+
+
+def describe_arch(arch: Mapping) -> str:
+    """``SMARTSwin preset 'demo'`` when ``arch`` has a preset's sizes, else ``SMARTSwin(feature_size=..., ...)``."""
+    from smart_nets.networks.nets.presets import ENCODER_PRESETS
+
+    for name, preset in ENCODER_PRESETS.items():
+        if all(_same(arch.get(k), v) for k, v in preset.items()):
+            return f"SMARTSwin preset {name!r}"
+    return "SMARTSwin(" + ", ".join(f"{k}={v}" for k, v in arch.items()) + ")"
+
+
+def _same(a: Any, b: Any) -> bool:
+    norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
+    if isinstance(b, int) and isinstance(a, (list, tuple)):  # window_size 4 == [4, 4, 4]
+        return list(a) == [b] * len(a)
+    return norm(a) == norm(b)
+
+
+def check_encoder(record: Mapping | None, encoder: Any, source: str | os.PathLike) -> None:
+    """Stop when the weights in ``source`` were saved from another encoder than ``encoder`` (a ``SMARTSwin``),
+    naming both: the file's record (:func:`training_record`) keeps the encoder's ``arch``. Nothing to compare (an old
+    file, another network) passes.
+
+    Raises:
+        ValueError: naming the file, what it holds and what the config builds, and the fields that differ.
+    """
+    saved, built = (record or {}).get("encoder"), getattr(encoder, "arch", None)
+    if not saved or not built:
+        return
+    differ = [k for k in built if k in saved and not _same(saved[k], built[k])]
+    if differ:
+        raise ValueError(
+            f"{source} holds the weights of a {describe_arch(saved)}, but this config builds a "
+            f"{describe_arch(built)}: {', '.join(f'{k} {saved[k]} vs {built[k]}' for k in differ)}. Build the encoder "
+            "the file was trained with (encoder_def#preset, or these fields of encoder_def)."
+        )

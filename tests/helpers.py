@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 import torch
 
+from smart_nets.networks.nets import ENCODER_PRESETS
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
 SCHEMA = FIXTURES / "meta_schema_20240725.json"
 SCHEMA_MD5 = "06954cad2cc5d3784e72077ac76f0fc8"
 # tiny SMARTSwin sizes (DEVELOPERS.md: embed 12-24, depths 1-2 per stage)
-TINY = dict(feature_size=12, depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 6), drop_path_rate=0.0)
+TINY = dict(ENCODER_PRESETS["demo"], drop_path_rate=0.0)  # the bundles' demo.json encoder (preset "demo")
 # the small phantom grid the bundle tests train on
 PHANTOM_GRID = dict(shape=(64, 64, 32), spacing=(5.0, 5.0, 10.0))
 DEFAULT_TIMEOUT = 900  # seconds for one command: the longest bundle run of the suite takes ~3 minutes on 2 CPU cores

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from smart_nets.networks.nets import SMARTSwin
+from smart_nets.networks.nets import smart_swin
 from tests.helpers import REPO, configs, run_bundle, run_together, verify_bundle
 
 BUNDLE = REPO / "bundles" / "smart_pretrain"
@@ -32,7 +32,7 @@ def test_demo_run_writes_checkpoint_and_encoder_then_resumes(bundle):
     checkpoint = torch.load(models / "checkpoint.pt", weights_only=True)
     assert set(checkpoint) == {"trainer", "network", "teacher", "loss", "optimizer"}
     assert checkpoint["trainer"]["iteration"] == 4  # 4 training phantoms, batch 2, 2 epochs
-    encoder = SMARTSwin(feature_size=12, depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 6))
+    encoder = smart_swin("demo")
     state = torch.load(models / "model.pt", weights_only=True)
     encoder.load_state_dict(state)  # strict: every tensor matches
     teacher_encoder = {k[len("encoder.") :]: v for k, v in checkpoint["teacher"].items() if k.startswith("encoder.")}
@@ -72,7 +72,7 @@ def test_torchrun_two_nodes_gloo_keep_identical_students_one_collapse_log_and_sh
     rank1 = torch.load(env_root / "rank1.pt", weights_only=True)
     assert rank0.keys() == rank1.keys()
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
-    initial = SMARTSwin(feature_size=12, depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 6)).state_dict()
+    initial = smart_swin("demo").state_dict()
     assert not torch.equal(
         rank0["encoder.patch_embed.weight"].shape and rank0["encoder.patch_embed.weight"], initial["patch_embed.weight"]
     )

@@ -15,7 +15,7 @@ from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, ScaleInte
 from smart_nets.data import generate_phantoms, load_datalist
 from smart_nets.engines import SMARTSchedule, SMARTTrainer, ema_update_, make_teacher, param_groups
 from smart_nets.losses import SMARTLoss
-from smart_nets.networks.nets import SMARTPretrainNet, SMARTSwin
+from smart_nets.networks.nets import SMARTPretrainNet, smart_swin
 from smart_nets.transforms import CheckFinited, RandTokenMaskd, RandTwoViewsd
 from tests.helpers import error_chain
 
@@ -45,7 +45,7 @@ def _loader(datalist: str, teacher_mask_ratio: float = 0.3, batch_size: int = 2)
 
 def _trainer(loader: DataLoader, max_epochs: int, schedule: SMARTSchedule | None = None, **kwargs) -> SMARTTrainer:
     net = SMARTPretrainNet(
-        SMARTSwin(feature_size=12, depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 6), drop_path_rate=0.0),
+        smart_swin("demo", drop_path_rate=0.0),
         out_dim=K,
         head_hidden_dim=64,
         head_bottleneck_dim=32,
@@ -232,7 +232,7 @@ def test_bf16_precision_trains_with_float32_weights_and_refuses_bad_choices(phan
 
 def test_student_has_its_own_patch_prototypes_and_the_teacher_shares_its_global_ones():
     net = SMARTPretrainNet(
-        SMARTSwin(feature_size=12, depths=(1, 1, 1, 1), num_heads=(1, 2, 3, 6)),
+        smart_swin("demo"),
         out_dim=K,
         head_hidden_dim=64,
         head_bottleneck_dim=32,

@@ -130,7 +130,8 @@ class CheckedCheckpointLoader(CheckpointLoader):
     them with the file's name. This checks the file first (:func:`smart_nets.io.check_checkpoint_file`) and
     re-raises loading errors with the path, the objects it was loaded into, and the likely cause. Arguments as
     ``CheckpointLoader``; loading is still ``torch.load(..., weights_only=True)``. Loading one network's weights,
-    it logs what they were trained on (``self.provenance``; a warning for synthetic data, :mod:`smart_nets.provenance`).
+    it first compares the encoder the file says it holds with the network's (naming both on a mismatch), then logs
+    what they were trained on (``self.provenance``; a warning for synthetic data, :mod:`smart_nets.provenance`).
 
     Raises:
         FileNotFoundError: for a missing checkpoint.
@@ -140,6 +141,13 @@ class CheckedCheckpointLoader(CheckpointLoader):
 
     def __call__(self, engine: Engine) -> None:
         check_checkpoint_file(self.load_path)
+        if len(self.load_dict) == 1 and isinstance(module := next(iter(self.load_dict.values())), torch.nn.Module):
+            target = module if hasattr(module, "arch") else getattr(module, "encoder", None)
+            try:
+                record = provenance.from_file(self.load_path)
+            except (pickle.UnpicklingError, RuntimeError):
+                record = None  # the load below reports the file in its own words
+            provenance.check_encoder(record, target, self.load_path)
         try:
             super().__call__(engine)
             if len(self.load_dict) == 1 and isinstance(next(iter(self.load_dict.values())), torch.nn.Module):

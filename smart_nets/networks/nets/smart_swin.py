@@ -159,6 +159,21 @@ class SMARTSwin(nn.Module):
                     f"(feature_size={feature_size})."
                 )
 
+        # what the weights need to fit and behave the same: saved with them (smart_nets.provenance) and compared
+        # when they are loaded, so that a model file says what it is
+        self.arch = {
+            "in_channels": in_channels,
+            "feature_size": feature_size,
+            "depths": list(depths),
+            "num_heads": list(num_heads),
+            "window_size": list(window_size),
+            "patch_size": patch_size,
+            "num_class_attn_blocks": num_class_attn_blocks,
+            "class_attn_heads": num_heads[CLASS_ATTN_STAGE - 1] if class_attn_heads is None else class_attn_heads,
+            "mlp_ratio": float(mlp_ratio),
+            "qkv_bias": bool(qkv_bias),
+            "normalize": bool(normalize),
+        }
         self.in_channels = in_channels
         self.feature_size = feature_size
         self.patch_size = patch_size
