@@ -529,7 +529,7 @@ def znorm_swin(**kwargs):
     architecture."""
     import torch
 
-    from smart_nets.networks.nets import SMARTSwin
+    from smart_nets.networks.nets import ENCODER_PRESETS, SMARTSwin
 
     class ZNormSwin(SMARTSwin):
         def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
@@ -537,7 +537,8 @@ def znorm_swin(**kwargs):
             x = (x - x.mean(dims, keepdim=True)) / x.std(dims, keepdim=True).clamp(min=1e-6)
             return super().forward_features(x, mask)
 
-    return ZNormSwin(**kwargs)
+    preset = ENCODER_PRESETS[kwargs.pop("preset", "paper")]  # as smart_swin reads encoder_def
+    return ZNormSwin(**{**preset, **kwargs})
 
 
 # the bundle overrides that swap the encoder (``--backbone``); the variants' own overrides of ``network_def#...``

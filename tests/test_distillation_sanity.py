@@ -166,6 +166,7 @@ def test_the_z_scoring_swin_is_blind_to_contrast_and_brightness_and_the_plain_on
     znorm = bench.znorm_swin(**TINY).eval()
     znorm.load_state_dict(tiny_swin.state_dict())
     assert isinstance(znorm, SMARTSwin)
+    assert bench.znorm_swin(preset="demo", drop_path_rate=0.0).arch == znorm.arch  # as the bundle's encoder_def gives
     x = torch.rand(2, 1, 32, 32, 32)
     same = bench.features(znorm, x)["pooled"], bench.features(znorm, 0.5 * x + 0.2)["pooled"]
     plain = bench.features(tiny_swin, x)["pooled"], bench.features(tiny_swin, 0.5 * x + 0.2)["pooled"]
