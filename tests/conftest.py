@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from smart_nets.networks.nets import SMARTSwin
-from tests.helpers import TINY, copy_bundle, make_phantoms  # TINY: benchmarks/gpu_check.py imports it from here
+from tests.helpers import TINY, copy_bundle, make_phantoms
 
 
 @pytest.fixture(autouse=True)
