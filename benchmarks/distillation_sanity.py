@@ -837,14 +837,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     work, out = Path(args.work), Path(args.results)
     data = toy_data(work, s)
-    result = json.loads(out.read_text()) if args.resume and out.is_file() else {}
-    if result and result.get("settings") != s:
-        raise SystemExit(f"--resume: {out} was run with other settings: {result.get('settings')}")
-    result.update(
-        command="python benchmarks/distillation_sanity.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        settings=s,
-        machine=le._machine(),
-    )
+    result = le.resumable_result(out, s, args.resume, "distillation_sanity.py", argv)
     result.setdefault("variants", {})
 
     def save() -> None:

@@ -128,6 +128,24 @@ def make_data(work: Path, s: dict) -> dict[str, Path]:
     return lists
 
 
+def resumable_result(out: Path, settings: dict, resume: bool, script: str, argv: list[str] | None) -> dict:
+    """The results dict a study writes to ``out``: what ``out`` already holds when ``resume`` (its runs are kept),
+    else empty; with this run's command, settings and machine. A file of other settings stops the study.
+
+    Raises:
+        SystemExit: ``--resume`` onto results of other settings, naming both.
+    """
+    result: dict = json.loads(out.read_text()) if resume and out.is_file() else {}
+    if result and result.get("settings") != settings:
+        raise SystemExit(f"--resume: {out} was run with other settings: {result.get('settings')}, not {settings}")
+    result.update(
+        command=f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:]),
+        settings=settings,
+        machine=_machine(),
+    )
+    return result
+
+
 def parse_sets(parser: argparse.ArgumentParser, items: list[str]) -> dict:
     """``--set ID=JSON`` items as a dict of bundle overrides; a malformed item stops through ``parser.error``."""
     overrides = {}

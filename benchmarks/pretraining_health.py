@@ -491,15 +491,8 @@ def main(argv: list[str] | None = None) -> dict:
     work = Path(args.work)
     lists = le.make_data(work, s)
     out = Path(args.results)
-    result: dict = json.loads(out.read_text()) if args.resume and out.is_file() else {}
-    if result and result.get("settings") != s:
-        raise SystemExit(f"--resume: {out} was run with other settings: {result.get('settings')}, not {s}")
-    result.update(
-        command="python benchmarks/pretraining_health.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        settings=s,
-        machine=le._machine(),
-        out_dim=json.loads((PRETRAIN / "configs" / "demo.json").read_text())["out_dim"],
-    )
+    result = le.resumable_result(out, s, args.resume, "pretraining_health.py", argv)
+    result["out_dim"] = json.loads((PRETRAIN / "configs" / "demo.json").read_text())["out_dim"]
     result.setdefault("pretrain", {})
     result.setdefault("spread", {})
     for variant, run in result["pretrain"].items():
