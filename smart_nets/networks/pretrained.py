@@ -76,11 +76,11 @@ def load_pretrained_encoder(encoder: nn.Module, source: str | os.PathLike | Mapp
         ValueError: when the file's record says it holds another encoder (naming both), no tensor matched (another
             architecture) or a matching name has another shape (another configuration), naming the first mismatches.
     """
+    state = encoder_state_from(source)  # checks the file first, naming it
     if isinstance(source, (str, os.PathLike)):  # the file says which encoder it holds: name both sides
         from smart_nets import provenance
 
         provenance.check_encoder(provenance.from_file(source), encoder, source)
-    state = encoder_state_from(source)
     own = encoder.state_dict()
     mismatched = [
         f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}"
