@@ -91,3 +91,15 @@ def test_the_checkpoint_handler_saves_the_record_and_the_loader_warns_of_synthet
     assert loader.provenance == record
     warned = [r for r in caplog.records if r.levelno == logging.WARNING and "SYNTHETIC" in r.getMessage()]
     assert warned and "model.pt" in warned[0].getMessage()
+
+
+def test_a_file_weights_only_loading_refuses_is_named(tmp_path):
+    """Inference configs read the record while they are parsed: a file that is not plain weights stops there with
+    the file's name and the reason, as the checkpoint loader would."""
+    torch.save({"w": torch.zeros(1), "obj": _NotWeights()}, tmp_path / "model.pt")
+    with pytest.raises(ValueError, match="model.pt was refused"):
+        provenance.from_file(tmp_path / "model.pt")
+
+
+class _NotWeights:
+    """Any Python object besides tensors: ``weights_only`` loading refuses it."""

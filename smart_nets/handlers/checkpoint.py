@@ -145,7 +145,7 @@ class CheckedCheckpointLoader(CheckpointLoader):
             target = module if hasattr(module, "arch") else getattr(module, "encoder", None)
             try:
                 record = provenance.from_file(self.load_path)
-            except (pickle.UnpicklingError, RuntimeError):
+            except (ValueError, RuntimeError):
                 record = None  # the load below reports the file in its own words
             provenance.check_encoder(record, target, self.load_path)
         try:
