@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import signal
 import subprocess
 import sys
@@ -99,5 +100,6 @@ def test_kill_9_during_segmentation_inference_leaves_only_complete_masks(tmp_pat
     kept = ("_seg.nii.gz", "measurements.csv")
     assert all(p.name.endswith(kept) or p.name.startswith(".tmp-") for p in out.iterdir())
     if (out / "measurements.csv").exists():  # rewritten atomically after each case: whole rows of finished cases
-        rows = (out / "measurements.csv").read_text().splitlines()
-        assert all(len(r.split(",")) == 5 for r in rows) and len(masks) - 1 <= len(rows) - 1 <= len(masks), rows
+        rows = list(csv.reader((out / "measurements.csv").open()))
+        assert all(len(r) == len(rows[0]) == 6 for r in rows) and len(masks) - 1 <= len(rows) - 1 <= len(masks), rows
+        assert rows[0][-1] == "model_trained_on" and all(r[-1].startswith("unknown") for r in rows[1:])  # no record
