@@ -141,18 +141,21 @@ class CheckedCheckpointLoader(CheckpointLoader):
 
     def __call__(self, engine: Engine) -> None:
         check_checkpoint_file(self.load_path)
-        if len(self.load_dict) == 1 and isinstance(module := next(iter(self.load_dict.values())), torch.nn.Module):
-            target = module if hasattr(module, "arch") else getattr(module, "encoder", None)
+        module = next(iter(self.load_dict.values())) if len(self.load_dict) == 1 else None
+        one_network = isinstance(module, torch.nn.Module)
+        if one_network:  # the file's record, read once: compared before loading, logged after
             try:
                 record = provenance.from_file(self.load_path)
             except (ValueError, RuntimeError):
                 record = None  # the load below reports the file in its own words
-            provenance.check_encoder(record, target, self.load_path)
+            provenance.check_encoder(
+                record, module if hasattr(module, "arch") else getattr(module, "encoder", None), self.load_path
+            )
         try:
             super().__call__(engine)
-            if len(self.load_dict) == 1 and isinstance(next(iter(self.load_dict.values())), torch.nn.Module):
-                self.provenance = provenance.from_file(self.load_path)
-                provenance.warn_if_synthetic(self.provenance, self.load_path)
+            if one_network:
+                self.provenance = record
+                provenance.warn_if_synthetic(record, self.load_path)
         except pickle.UnpicklingError as e:
             raise refused(self.load_path, e) from e
         except (RuntimeError, KeyError, ValueError) as e:

@@ -70,17 +70,20 @@ def load_pretrained_encoder(encoder: nn.Module, source: str | os.PathLike | Mapp
 
     Returns:
         ``{"matched": [...], "missing": [...], "unexpected": [...]}``: encoder keys loaded, encoder keys left at
-        their initial values, and source keys that went nowhere.
+        their initial values, and source keys that went nowhere; and ``"provenance"``, the file's training record
+        (:mod:`smart_nets.provenance`; None for tensors given directly or a file without one).
 
     Raises:
         ValueError: when the file's record says it holds another encoder (naming both), no tensor matched (another
             architecture) or a matching name has another shape (another configuration), naming the first mismatches.
     """
     state = encoder_state_from(source)  # checks the file first, naming it
+    record = None
     if isinstance(source, (str, os.PathLike)):  # the file says which encoder it holds: name both sides
         from smart_nets import provenance
 
-        provenance.check_encoder(provenance.from_file(source), encoder, source)
+        record = provenance.from_file(source)
+        provenance.check_encoder(record, encoder, source)
     own = encoder.state_dict()
     mismatched = [
         f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}"
@@ -108,7 +111,7 @@ def load_pretrained_encoder(encoder: nn.Module, source: str | os.PathLike | Mapp
         len(unexpected),
         f" {unexpected[:5]}" if unexpected else "",
     )
-    return {"matched": list(matched), "missing": list(missing), "unexpected": unexpected}
+    return {"matched": list(matched), "missing": list(missing), "unexpected": unexpected, "provenance": record}
 
 
 def prepare_encoder(encoder: nn.Module | None, pretrained: str | os.PathLike | None = None) -> nn.Module:
@@ -128,8 +131,8 @@ def prepare_encoder(encoder: nn.Module | None, pretrained: str | os.PathLike | N
     if not isinstance(encoder, SMARTSwin):
         raise TypeError(f"encoder must be a smart_nets SMARTSwin, got {type(encoder).__name__}")
     if pretrained:
-        load_pretrained_encoder(encoder, pretrained)
+        record = load_pretrained_encoder(encoder, pretrained)["provenance"]
         from smart_nets import provenance
 
-        provenance.warn_if_synthetic(provenance.from_file(pretrained), pretrained)
+        provenance.warn_if_synthetic(record, pretrained)
     return encoder
