@@ -65,3 +65,25 @@ def test_linear_probing_keeps_the_encoder_and_finetuning_changes_it(freeze):
     assert (changed == []) if freeze else (len(changed) > 10)
     assert not torch.equal(net.head[-1].weight, head_before)
     assert net.encoder.training is not freeze
+
+
+def test_bootstrap_auc_difference_is_paired():
+    from smart_nets.metrics import bootstrap_auc_difference
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    shared = rng.normal(size=200)
+    a = y + shared + 0.3 * rng.normal(size=200)
+    b = y + shared + 0.3 * rng.normal(size=200) - 0.4 * y  # the same cases, a weaker signal
+    out = bootstrap_auc_difference(y, a, b, n_bootstrap=500, seed=1)
+    assert out["difference"] == pytest.approx(roc_auc(y, a) - roc_auc(y, b))
+    assert out["ci_low"] <= out["difference"] <= out["ci_high"] and out["n_bootstrap"] == 500
+    # pairing removes the shared noise: the difference's interval is narrower than either AUC's
+    width = out["ci_high"] - out["ci_low"]
+    ci_a = bootstrap_auc(y, a, n_bootstrap=500, seed=1)
+    assert width < ci_a["ci_high"] - ci_a["ci_low"]
+    # a score against itself differs by exactly 0 in every resample
+    same = bootstrap_auc_difference(y, a, a, n_bootstrap=100)
+    assert same["difference"] == same["ci_low"] == same["ci_high"] == 0.0
+    with pytest.raises(ValueError, match="both classes"):
+        bootstrap_auc_difference(np.zeros(10), a[:10], b[:10])

@@ -227,3 +227,29 @@ def test_default_grid_varies_per_case_and_covers_320_mm(tmp_path):
         assert np.all(extent >= 320.0 - 1e-3) and np.all(extent < 320.0 + spacing), extent
         assert np.all(np.round(extent / 2.5) >= 128)
     assert spacings[0] != spacings[1]
+
+
+def test_endpoints_threshold_the_latent_scores_plus_noise():
+    """The recorded latent scores are the endpoints' noise-free scores: the same noise draws reproduce the labels."""
+    from smart_nets.data.phantoms import ENDPOINT_NOISE_SD, latent_scores
+    from smart_nets.data.phantoms._tumours import endpoints
+
+    p = make_phantom((0, 3), shape=(96, 96, 48), spacing=(3.3, 3.3, 6.5))
+    latent = latent_scores(p.tumour_properties)
+    for seed in range(20):
+        noise = np.random.default_rng(seed)
+        drawn = [noise.normal(0.0, ENDPOINT_NOISE_SD), noise.normal(0.0, ENDPOINT_NOISE_SD)]
+        got = endpoints(p.tumour_properties, np.random.default_rng(seed))
+        assert got == {
+            "response": int(latent["response"] + drawn[0] > 0),
+            "recurrence": int(latent["recurrence"] + drawn[1] > 0),
+        }
+
+
+def test_dataset_json_records_each_case_latent_scores(tmp_path):
+    from smart_nets.data.phantoms import latent_scores
+
+    path = generate_phantoms(str(tmp_path), num=2, shape=(96, 96, 48), spacing=(3.3, 3.3, 6.5))
+    cases = json.loads(open(path).read())["generator"]["cases"]
+    expected = latent_scores(make_phantom((0, 1), shape=(96, 96, 48), spacing=(3.3, 3.3, 6.5)).tumour_properties)
+    assert cases["phantom_001"]["latent"] == pytest.approx(expected)

@@ -33,7 +33,7 @@ Command line (writes ``OUT_DIR/dataset.json`` in the Medical Segmentation Decath
 from ._anatomy import ORGAN_LABELS, Tissue
 from ._generate import Phantom, generate_phantoms, make_phantom
 from ._intensity import HU_RANGES, KERNELS, PHASES
-from ._tumours import TUMOUR_TYPES
+from ._tumours import ENDPOINT_NOISE_SD, TUMOUR_TYPES, latent_scores
 
 __all__ = [
     "ORGAN_LABELS",
@@ -41,6 +41,8 @@ __all__ = [
     "make_phantom",
     "generate_phantoms",
     "TUMOUR_TYPES",
+    "ENDPOINT_NOISE_SD",
+    "latent_scores",
     "PHASES",
     "KERNELS",
     "HU_RANGES",

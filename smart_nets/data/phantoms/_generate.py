@@ -18,7 +18,7 @@ from smart_nets.io import atomic_path
 from ._anatomy import LUNGS, ORGAN_LABELS, draw_anatomy, draw_habitus
 from ._geometry import FIELD_OF_VIEW_MM, Canvas
 from ._intensity import PHASES, acquire, draw_phase, draw_scan, render
-from ._tumours import TUMOUR_TYPES, add_tumour, endpoints
+from ._tumours import TUMOUR_TYPES, add_tumour, endpoints, latent_scores
 
 logger = logging.getLogger(__name__)
 
@@ -161,8 +161,10 @@ def generate_phantoms(
     Layout: ``imagesTr/phantom_XXX.nii.gz`` (int16 HU), ``labelsTr/`` (tumour masks, the segmentation ``label``),
     ``organsTr/`` (organ label maps, key ``organs``), and ``dataset.json`` with ``training`` and ``validation``
     lists whose items also carry ``case_id``, ``response`` and ``recurrence``; ``generator.cases`` records each case's
-    grid, contrast phase, kernel, noise and tumour type. Case ``i`` depends only on ``(seed, i)``, so a larger ``num``
-    extends a smaller run. Existing files of the same names are replaced atomically.
+    grid, contrast phase, kernel, noise, tumour type and ``latent``, the noise-free scores its endpoints were drawn
+    from (:func:`latent_scores`; never an input of a model, the ceiling of an outcome study). Case ``i`` depends only
+    on ``(seed, i)``, so a larger ``num`` extends a smaller run. Existing files of the same names are replaced
+    atomically.
 
     Args:
         out_dir: output folder (created).
@@ -197,7 +199,8 @@ def generate_phantoms(
         for key, array in (("image", p.image), ("label", p.tumour), ("organs", p.organs)):
             _save_nifti(array, p.affine, out / files[key])
         items.append({**files, "case_id": case, **p.endpoints})
-        cases[case] = {**p.acquisition, "tumour_type": p.tumour_properties["type"]}
+        latent = latent_scores(p.tumour_properties)  # the endpoints' noise-free scores: outcome studies' ceiling
+        cases[case] = {**p.acquisition, "tumour_type": p.tumour_properties["type"], "latent": latent}
     generator = {
         "seed": int(seed),
         "shape": None if shape is None else [int(s) for s in shape],

@@ -198,13 +198,26 @@ def _fill(
     }
 
 
-def endpoints(props: dict[str, float | str], rng: np.random.Generator) -> dict[str, int]:
-    """The hidden rule: small, homogeneous, non-necrotic and ground-glass tumours respond; large, spiculated,
-    lobulated, solid ones recur. Logistic-like with Gaussian noise, so learnable from the image but not trivially."""
+ENDPOINT_NOISE_SD = 0.8  # the Gaussian noise added to each latent score before thresholding at 0
+
+
+def latent_scores(props: dict[str, float | str]) -> dict[str, float]:
+    """The noise-free scores the endpoints are thresholded from (:func:`endpoints` adds Gaussian noise of
+    ``ENDPOINT_NOISE_SD``). ``P(endpoint = 1 | tumour) = Phi(score / ENDPOINT_NOISE_SD)`` rises with the score, so
+    the score ranks cases as well as anything can: its AUC is the ceiling no model of the image can beat."""
     size = (np.log(max(float(props["volume_ml"]), 1e-3)) - np.log(8.0)) / 1.2
     hetero = (float(props["heterogeneity"]) - 20.0) / 9.0
     glass = 1.0 - float(props["solid_fraction"])
-    response = -1.4 * size - 0.9 * hetero - 1.0 * float(props["necrotic"]) + 0.6 * glass + rng.normal(0.0, 0.8)
+    response = -1.4 * size - 0.9 * hetero - 1.0 * float(props["necrotic"]) + 0.6 * glass
     recurrence = 1.2 * size + 1.3 * float(props["spiculated"]) + 0.35 * (float(props["lobes"]) - 2.5)
-    recurrence += -0.9 * glass - 0.4 + rng.normal(0.0, 0.8)
+    recurrence += -0.9 * glass - 0.4
+    return {"response": float(response), "recurrence": float(recurrence)}
+
+
+def endpoints(props: dict[str, float | str], rng: np.random.Generator) -> dict[str, int]:
+    """The hidden rule: small, homogeneous, non-necrotic and ground-glass tumours respond; large, spiculated,
+    lobulated, solid ones recur. Logistic-like with Gaussian noise, so learnable from the image but not trivially."""
+    latent = latent_scores(props)
+    response = latent["response"] + rng.normal(0.0, ENDPOINT_NOISE_SD)
+    recurrence = latent["recurrence"] + rng.normal(0.0, ENDPOINT_NOISE_SD)
     return {"response": int(response > 0), "recurrence": int(recurrence > 0)}
