@@ -25,11 +25,11 @@ with ``--checkpoint`` (a trained seg ``model.pt`` of this architecture) the tumo
 Without a checkpoint the weights are random, whose logits sit near the decision boundary almost everywhere: the
 harshest case for agreement, and Dice means nothing.
 
-    python benchmarks/cpu_inference.py --out benchmarks/results/cpu_inference       # ~15 min on 2 cores
-    python benchmarks/cpu_inference.py --feature_size 12 --depths 1,1,1,1 --heads 1,2,3,6 --volume 96,96,64 --roi 64
+    python -m benchmarks.cpu_inference --out benchmarks/results/cpu_inference       # ~15 min on 2 cores
+    python -m benchmarks.cpu_inference --feature_size 12 --depths 1,1,1,1 --heads 1,2,3,6 --volume 96,96,64 --roi 64
     # a trained model: agreement and Dice where logits mean something (~30 min with 3 rounds; results/
     # cpu_inference_trained_c48.md)
-    python benchmarks/cpu_inference.py --spacing 2.5 --checkpoint path/to/smart_seg/models/model.pt
+    python -m benchmarks.cpu_inference --spacing 2.5 --checkpoint path/to/smart_seg/models/model.pt
 
 The trained model of ``benchmarks/results/cpu_inference_trained_c48.md`` is the seg bundle's own network (C 48, depths
 2,2,8,2) trained from scratch with its ``train.json`` on 16 phantoms at 2.5 mm (12 training, 4 validation; 40 epochs
@@ -58,12 +58,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from inference_speed import _ints, _rss_mib  # noqa: E402
-from phantom_baselines import dice  # noqa: E402
+from benchmarks.common import child_env, command_line, ints, module_command, rss_mib, write_json, write_text
+from benchmarks.phantom_baselines import dice
 
 
 def phantom(seed: int, shape: tuple[int, ...], spacing: float | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,16 +168,16 @@ def run_path(name: str, args, work: Path) -> dict:
         probs = torch.softmax(inferer(volume, net), 1)
         seconds = time.perf_counter() - start
     np.save(work / f"probs_{PATHS_AND_COMPILED.index(name)}.npy", probs[0].numpy())
-    return {"seconds": seconds, "setup_seconds": setup, "peak_gib": _rss_mib("VmHWM:") / 1024}
+    return {"seconds": seconds, "setup_seconds": setup, "peak_gib": rss_mib("VmHWM:") / 1024}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--feature_size", type=int, default=48)
-    parser.add_argument("--depths", type=_ints, default=(2, 2, 8, 2))
-    parser.add_argument("--heads", type=_ints, default=(4, 4, 8, 16))
+    parser.add_argument("--depths", type=ints, default=(2, 2, 8, 2))
+    parser.add_argument("--heads", type=ints, default=(4, 4, 8, 16))
     parser.add_argument("--roi", type=int, default=96)
-    parser.add_argument("--volume", type=_ints, default=(192, 192, 128))
+    parser.add_argument("--volume", type=ints, default=(192, 192, 128))
     parser.add_argument("--spacing", type=float, default=None, help="voxel size in mm (default: 320 mm / volume)")
     parser.add_argument("--sw_batch", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3, help="rounds over every path (medians count)")
@@ -207,8 +203,8 @@ def main() -> None:
         for round_ in range(args.rounds):
             for name in names:
                 print(f"  round {round_ + 1}/{args.rounds}: {name} ...", flush=True)
-                cmd = [sys.executable, __file__, *sys.argv[1:], "--path", name, "--work", work]  # --out: unused there
-                proc = subprocess.run(cmd, capture_output=True, text=True)
+                cmd = module_command("cpu_inference", *sys.argv[1:], "--path", name, "--work", work)  # --out: unused
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env())
                 if proc.returncode != 0:
                     raise RuntimeError(f"{name} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
                 run = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -248,7 +244,7 @@ def report(rows: dict, tumour: torch.Tensor, args, threads: int) -> None:
     lines = [
         "# Whole-CT segmentation on CPU: SMARTUNETR paths against MONAI's SwinUNETR (issue 19)",
         "",
-        f"Command: `python benchmarks/cpu_inference.py {' '.join(sys.argv[1:])}`",
+        f"Command: `{command_line('cpu_inference')}`",
         f"CPU x{threads} threads, torch {torch.__version__}; sliding window over {'x'.join(map(str, args.volume))}, "
         f"ROI {args.roi}^3, overlap 0.5, Gaussian, sw_batch {args.sw_batch}; {args.rounds} rounds over the paths, "
         f"medians; feature size {args.feature_size}; "
@@ -273,10 +269,9 @@ def report(rows: dict, tumour: torch.Tensor, args, threads: int) -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         config = {k: v for k, v in vars(args).items() if k not in ("out", "path", "work")}
-        Path(f"{args.out}.json").write_text(json.dumps({"config": config, "paths": table}, indent=2))
-        Path(f"{args.out}.md").write_text(text)
+        write_json(Path(f"{args.out}.json"), {"config": config, "paths": table}, indent=2)
+        write_text(Path(f"{args.out}.md"), text)
 
 
 if __name__ == "__main__":

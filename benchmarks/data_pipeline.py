@@ -15,30 +15,23 @@ step measured by ``benchmarks/gpu_check.py`` on an H200: fp32, 0.107 s per step 
 data-loader workers one GPU needs in each mode, and for ``--dataset_size`` CTs (default 10,000) the disk a cache
 takes and the time its first epoch spends filling it. Results: ``--out`` (``.json`` and ``.md``).
 
-    python benchmarks/data_pipeline.py --out benchmarks/results/data_pipeline        # ~10 min on 2 cores
-    python benchmarks/data_pipeline.py --num 2 --shape 256,256,150 --spacing 1.25,1.25,2.14 --epochs 1  # quick
+    python -m benchmarks.data_pipeline --out benchmarks/results/data_pipeline        # ~10 min on 2 cores
+    python -m benchmarks.data_pipeline --num 2 --shape 256,256,150 --spacing 1.25,1.25,2.14 --epochs 1  # quick
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-
-def _numbers(text: str, kind=float) -> tuple:
-    return tuple(kind(t) for t in text.split(","))
+from benchmarks.common import REPO, command_line, floats, ints, write_json, write_text
 
 
 def ct_sized_phantoms(folder: Path, num: int, shape: tuple, spacing: tuple) -> list[Path]:
@@ -77,8 +70,8 @@ def build_chain(pixdim: tuple, roi: int):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(str(ROOT / "bundles/smart_pretrain/configs/train.json"))
-    parser["bundle_root"] = str(ROOT / "bundles/smart_pretrain")
+    parser.read_config(str(REPO / "bundles/smart_pretrain/configs/train.json"))
+    parser["bundle_root"] = str(REPO / "bundles/smart_pretrain")
     parser["pixdim"] = list(pixdim)
     parser["roi_size"] = [roi] * 3
     return parser.get_parsed_content("train#preprocessing")
@@ -139,7 +132,7 @@ def report(results: dict, args) -> str:
     lines = [
         "# Pretraining data pipeline: volumes per second per data-loader worker (issue 19)",
         "",
-        f"Command: `python benchmarks/data_pipeline.py {' '.join(sys.argv[1:])}`",
+        f"Command: `{command_line('data_pipeline')}`",
         f"Machine: {results['machine']}, torch {torch.__version__}. Input: {args.num} phantoms of "
         f"{'x'.join(map(str, args.shape))} int16 NIfTI at {'x'.join(map(str, args.spacing))} mm "
         f"({results['input_mib']:.0f} MiB compressed each), resampled to {'x'.join(map(str, args.pixdim))} mm "
@@ -176,9 +169,9 @@ def report(results: dict, args) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num", type=int, default=4, help="phantoms to write and time")
-    parser.add_argument("--shape", type=lambda t: _numbers(t, int), default=(512, 512, 300))
-    parser.add_argument("--spacing", type=_numbers, default=(0.625, 0.625, 1.07))
-    parser.add_argument("--pixdim", type=_numbers, default=(1.5, 1.5, 1.5), help="the bundle's resampling")
+    parser.add_argument("--shape", type=ints, default=(512, 512, 300))
+    parser.add_argument("--spacing", type=floats, default=(0.625, 0.625, 1.07))
+    parser.add_argument("--pixdim", type=floats, default=(1.5, 1.5, 1.5), help="the bundle's resampling")
     parser.add_argument("--roi", type=int, default=96)
     parser.add_argument("--epochs", type=int, default=2, help="epochs timed for the cached modes")
     parser.add_argument("--step_seconds", type=float, default=0.107)
@@ -203,9 +196,8 @@ def main() -> None:
     text = report(results, args)
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(f"{args.out}.json").write_text(json.dumps(results, indent=2, default=str))
-        Path(f"{args.out}.md").write_text(text)
+        write_json(Path(f"{args.out}.json"), results, indent=2, default=str)
+        write_text(Path(f"{args.out}.md"), text)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,11 @@ Backbones (``--backbone``, ``BACKBONES``): the bundle's encoder (``swin``), the 
 (``swin_znorm``, blind to a view's contrast and brightness), or the small CNN reference with the bundle's projection
 head (``cnn``, DINO variants only): the bisection from a backbone that learns the toy to the one that does not.
 
-    python benchmarks/distillation_sanity.py                      # the study (see --variants), ~6.5 min a variant
-    python benchmarks/distillation_sanity.py --backbone cnn --variants dino_bn   # the same DINO on the small CNN
-    python benchmarks/distillation_sanity.py --variants dino dino_bn --iterations 200 --no_supervised  # bisecting
-    python benchmarks/distillation_sanity.py --quick --results /tmp/ds.json   # every cell in about a minute (CI)
-    python benchmarks/distillation_sanity.py --summarize s0.json s1.json --results seeds.md   # one table over seeds
+    python -m benchmarks.distillation_sanity                      # the study (see --variants), ~6.5 min a variant
+    python -m benchmarks.distillation_sanity --backbone cnn --variants dino_bn   # the same DINO on the small CNN
+    python -m benchmarks.distillation_sanity --variants dino dino_bn --iterations 200 --no_supervised  # bisecting
+    python -m benchmarks.distillation_sanity --quick --results /tmp/ds.json   # every cell in about a minute (CI)
+    python -m benchmarks.distillation_sanity --summarize s0.json s1.json --results seeds.md   # one table over seeds
 
 Writes ``benchmarks/results/distillation_sanity.json`` (settings, machine, every number) and ``.md`` beside it,
 after every variant (``--resume`` skips variants already in the JSON).
@@ -40,14 +40,13 @@ import argparse
 import json
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import label_efficiency as le  # noqa: E402  (bundle-in-process helpers, atomic writers, machine facts)
+from benchmarks import label_efficiency as le  # bundle-in-process helpers, --set parsing, machine facts
+from benchmarks.common import RESULTS, write_json, write_text
 
 PRETRAIN = le.PRETRAIN
 CLASSES = ("ball", "shell", "rod", "ring")
@@ -217,7 +216,7 @@ def toy_data(work: Path, s: dict) -> dict:
     train = make_toy(work / "train", s["train"], s["seed"])
     held = make_toy(work / "heldout", s["heldout"], s["seed"] + 1000)
     datalist = work / "toy.json"
-    le._write_json(datalist, {"name": "toy shapes", "training": train, "validation": held})
+    write_json(datalist, {"name": "toy shapes", "training": train, "validation": held})
 
     def tensors(x: torch.Tensor, items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.nn.functional.interpolate(x, size=(ROI,) * 3, mode="trilinear")
@@ -545,10 +544,10 @@ def znorm_swin(**kwargs):
 # apply on top
 BACKBONES = {
     "swin": {},
-    "swin_znorm": {"encoder_def#_target_": "distillation_sanity.znorm_swin"},
+    "swin_znorm": {"encoder_def#_target_": "benchmarks.distillation_sanity.znorm_swin"},
     "cnn": {
         "network_def": {
-            "_target_": "distillation_sanity.cnn_pretrain_net",
+            "_target_": "benchmarks.distillation_sanity.cnn_pretrain_net",
             "out_dim": "@out_dim",
             "head_hidden_dim": "@head_hidden_dim",
             "head_bottleneck_dim": "@head_bottleneck_dim",
@@ -813,7 +812,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no_supervised", action="store_true", help="skip the ceiling")
     parser.add_argument("--set", nargs="*", default=[], metavar="ID=JSON", help="bundle overrides for every variant")
     parser.add_argument("--work", default="/tmp/distillation_sanity")
-    parser.add_argument("--results", default=str(le.REPO / "benchmarks" / "results" / "distillation_sanity.json"))
+    parser.add_argument("--results", default=str(RESULTS / "distillation_sanity.json"))
     parser.add_argument("--resume", action="store_true", help="keep the variants already in --results")
     parser.add_argument(
         "--summarize", nargs="+", metavar="JSON", help="write one table over these seeds' results to --results (.md)"
@@ -824,7 +823,7 @@ def main(argv: list[str] | None = None) -> dict:
         if missing:
             raise SystemExit(f"--summarize: no such results file: {', '.join(missing)}")
         text = summary([Path(p) for p in args.summarize])
-        le._write_text(Path(args.results).with_suffix(".md"), text)
+        write_text(Path(args.results).with_suffix(".md"), text)
         return {"summary": text}
     s = dict(QUICK if args.quick else FULL)
     given = ("iterations", "batch", "seed", "supervised_iterations", "backbone")
@@ -837,13 +836,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     work, out = Path(args.work), Path(args.results)
     data = toy_data(work, s)
-    result = le.resumable_result(out, s, args.resume, "distillation_sanity.py", argv)
+    result = le.resumable_result(out, s, args.resume, "distillation_sanity", argv)
     result.setdefault("variants", {})
 
     def save() -> None:
         result["goal"] = check_goal(result)
-        le._write_json(out, result)
-        le._write_text(out.with_suffix(".md"), markdown(result, out.name))
+        write_json(out, result)
+        write_text(out.with_suffix(".md"), markdown(result, out.name))
 
     torch.manual_seed(s["seed"])
     result["random_init"] = evaluate(encoder_at_init(s, data, work / "init", s["overrides"]), data, s["k"])

@@ -10,9 +10,9 @@ On the CPU, forward+backward also runs SMARTSwin with ``LeanWindowAttention`` in
 no longer beat SDPA (PyTorch 2.13) and was removed. It stays here so that the comparison can be rerun on another
 machine or PyTorch; the line ``custom CPU attention`` gives its time and its ratio to SDPA.
 
-    python benchmarks/encoder_speed.py                       # feature size 24, depths 2,2,2,2, 96^3
-    python benchmarks/encoder_speed.py --feature_size 48 --depths 2,2,8,2 --heads 4,4,8,16 --repeats 3
-    python benchmarks/encoder_speed.py --device cuda --amp --feature_size 48 --depths 2,2,8,2 --heads 4,4,8,16 --batch 4
+    python -m benchmarks.encoder_speed                       # feature size 24, depths 2,2,2,2, 96^3
+    python -m benchmarks.encoder_speed --feature_size 48 --depths 2,2,8,2 --heads 4,4,8,16 --repeats 3
+    python -m benchmarks.encoder_speed --device cuda --amp --feature_size 48 --depths 2,2,8,2 --heads 4,4,8,16 --batch 4
 """
 
 from __future__ import annotations
@@ -27,11 +27,8 @@ from unittest import mock
 import torch
 from monai.networks.nets.swin_unetr import SwinTransformer
 
+from benchmarks.common import ints
 from smart_nets.networks.nets import SMARTSwin
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(t) for t in text.split(","))
 
 
 class LeanWindowAttention(torch.autograd.Function):
@@ -99,8 +96,8 @@ def _time(fn, backward: bool, device: torch.device, amp: bool) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--feature_size", type=int, default=24)
-    parser.add_argument("--depths", type=_ints, default=(2, 2, 2, 2))
-    parser.add_argument("--heads", type=_ints, default=(3, 6, 12, 24))
+    parser.add_argument("--depths", type=ints, default=(2, 2, 2, 2))
+    parser.add_argument("--heads", type=ints, default=(3, 6, 12, 24))
     parser.add_argument("--size", type=int, default=96, help="cubic input size in voxels")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)

@@ -17,37 +17,23 @@ before each measurement) above the resident size at the start; on CUDA ``torch.c
 onnxruntime gets as many CPU threads as PyTorch. Goals (issue 6): SMARTUNETR <= 0.75x SwinUNETR's forward time;
 onnxruntime >= 1.5x faster than eager; TensorRT fp16 >= 4x eager fp32 on a GPU.
 
-    python benchmarks/inference_speed.py                               # CPU, paper scale (feature size 48, 96^3)
-    python benchmarks/inference_speed.py --feature_size 12 --depths 1,1,1,1 --heads 1,2,3,6 --roi 64  # quick
-    python benchmarks/inference_speed.py --device cuda --out results.json
+    python -m benchmarks.inference_speed                               # CPU, paper scale (feature size 48, 96^3)
+    python -m benchmarks.inference_speed --feature_size 12 --depths 1,1,1,1 --heads 1,2,3,6 --roi 64  # quick
+    python -m benchmarks.inference_speed --device cuda --out results.json
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(t) for t in text.split(","))
-
-
-def _rss_mib(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+from benchmarks.common import ints, rss_mib, write_json
 
 
 class PeakMemory:
@@ -64,7 +50,7 @@ class PeakMemory:
         else:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # resets VmHWM to the current resident size
-            self.base = _rss_mib("VmRSS:")
+            self.base = rss_mib("VmRSS:")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -72,7 +58,7 @@ class PeakMemory:
             torch.cuda.synchronize()
             self.gib = (torch.cuda.max_memory_allocated() - self.base) / 2**30
         else:
-            self.gib = (_rss_mib("VmHWM:") - self.base) / 1024
+            self.gib = (rss_mib("VmHWM:") - self.base) / 1024
 
 
 def _sync(device: torch.device) -> None:
@@ -100,11 +86,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--feature_size", type=int, default=48)
-    parser.add_argument("--depths", type=_ints, default=(2, 2, 8, 2))
-    parser.add_argument("--heads", type=_ints, default=(4, 4, 8, 16))
+    parser.add_argument("--depths", type=ints, default=(2, 2, 8, 2))
+    parser.add_argument("--heads", type=ints, default=(4, 4, 8, 16))
     parser.add_argument("--window", type=int, default=4)
     parser.add_argument("--roi", type=int, default=96)
-    parser.add_argument("--volume", type=_ints, default=(192, 192, 128))
+    parser.add_argument("--volume", type=ints, default=(192, 192, 128))
     parser.add_argument("--sw_batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
@@ -210,7 +196,7 @@ def main() -> None:
                 f"  argmax agrees with eager on {100 * row['argmax_agreement_with_eager']:.3f}%"
             )
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
+        write_json(Path(args.out), results, indent=2)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ Outputs: ``benchmarks/results/label_efficiency.json`` (settings, machine, wall t
 aggregated cells) and ``label_efficiency.md`` beside it (mean +- sd per cell and paired differences against random
 initialisation). Results are written after every run, so ``--resume`` continues an interrupted study.
 
-    python benchmarks/label_efficiency.py                  # the study: 3 seeds, about an hour on 2 CPU cores
-    python benchmarks/label_efficiency.py --quick --results /tmp/le.json   # every cell, minutes (CI test)
+    python -m benchmarks.label_efficiency                  # the study: 3 seeds, about an hour on 2 CPU cores
+    python -m benchmarks.label_efficiency --quick --results /tmp/le.json   # every cell, minutes (CI test)
 """
 
 from __future__ import annotations
@@ -38,14 +38,12 @@ import logging
 import math
 import os
 import platform
-import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.common import REPO, RESULTS, child_env, command_line, module_command, write_json, write_text
 
 PRETRAIN, SEG = REPO / "bundles" / "smart_pretrain", REPO / "bundles" / "smart_seg"
 RANDOM_INIT = "random_init"
@@ -72,18 +70,6 @@ FULL = dict(
 # through finetune); the second cost the CI test 26 of its 91 s
 QUICK = dict(FULL, seeds=[0], labels=[4], pool=8, heldout=2, pretrain_iterations=4, finetune_iterations=2)
 CLUSTER_METRICS = ("silhouette", "kmeans_ari", "separation_ratio", "inter_class_distance")
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename: an interrupted study never leaves a half-written result."""
-    from smart_nets.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    _write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def _machine() -> dict:
@@ -119,18 +105,19 @@ def make_data(work: Path, s: dict) -> dict[str, Path]:
     meta = json.loads((pool_dir / "dataset.json").read_text())
     head = {k: meta[k] for k in ("name", "labels", "organ_labels") if k in meta}
     lists["pretrain"] = work / "pretrain.json"
-    _write_json(lists["pretrain"], dict(head, training=pool, validation=held))
+    write_json(lists["pretrain"], dict(head, training=pool, validation=held))
     for n in s["labels"]:
         if n > len(pool):
             raise ValueError(f"{n} labelled volumes asked for but the pool has {len(pool)} phantoms")
         lists[f"labels_{n}"] = work / f"labels_{n}.json"
-        _write_json(lists[f"labels_{n}"], dict(head, training=pool[:n], validation=held))
+        write_json(lists[f"labels_{n}"], dict(head, training=pool[:n], validation=held))
     return lists
 
 
-def resumable_result(out: Path, settings: dict, resume: bool, script: str, argv: list[str] | None) -> dict:
+def resumable_result(out: Path, settings: dict, resume: bool, name: str, argv: list[str] | None) -> dict:
     """The results dict a study writes to ``out``: what ``out`` already holds when ``resume`` (its runs are kept),
-    else empty; with this run's command, settings and machine. A file of other settings stops the study.
+    else empty; with this run's command (``python -m benchmarks.<name> argv``), settings and machine. A file of
+    other settings stops the study.
 
     Raises:
         SystemExit: ``--resume`` onto results of other settings, naming both.
@@ -139,7 +126,7 @@ def resumable_result(out: Path, settings: dict, resume: bool, script: str, argv:
     if result and result.get("settings") != settings:
         raise SystemExit(f"--resume: {out} was run with other settings: {result.get('settings')}, not {settings}")
     result.update(
-        command=f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:]),
+        command=command_line(name, argv),
         settings=settings,
         machine=_machine(),
     )
@@ -434,7 +421,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--quick", action="store_true", help="1 seed, 4 labels, 2-4 iterations, 10 phantoms: every cell, a minute"
     )
     parser.add_argument("--work_dir", default=str(REPO / "outputs" / "label_efficiency"), help="phantoms and runs")
-    parser.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "label_efficiency.json"))
+    parser.add_argument("--results", default=str(RESULTS / "label_efficiency.json"))
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the seeds")
     parser.add_argument("--resume", action="store_true", help="keep the runs already in --results")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="a subset")
@@ -453,7 +440,7 @@ def main(argv: list[str] | None = None) -> dict:
     stamp = work / "settings.json"  # the runs/ folder holds encoders of these settings only
     if stamp.is_file() and json.loads(stamp.read_text()) != s:
         raise ValueError(f"{work} holds runs made with other settings ({stamp}); give another --work_dir")
-    _write_json(stamp, s)
+    write_json(stamp, s)
     logging.disable(logging.INFO)  # the bundles' per-iteration logs; one line per run is printed instead
 
     previous = json.loads(results_path.read_text()) if args.resume and results_path.is_file() else {}
@@ -462,7 +449,7 @@ def main(argv: list[str] | None = None) -> dict:
     runs: dict = previous.get("runs", {})
     result = {
         "study": "label_efficiency (issue 10)",
-        "command": "python benchmarks/label_efficiency.py" + "".join(f" {shlex.quote(a)}" for a in (argv or [])),
+        "command": command_line("label_efficiency", argv or []),
         "quick": args.quick,
         "settings": s,
         "variants": {k: VARIANTS[k] for k in args.variants},
@@ -477,8 +464,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
         result["wall_time_s"] = elapsed + time.perf_counter() - start
         result["cells"] = summarise(runs, s, args.variants)
-        _write_json(results_path, result)
-        _write_text(results_path.with_suffix(".md"), markdown(result, results_path.name))
+        write_json(results_path, result)
+        write_text(results_path.with_suffix(".md"), markdown(result, results_path.name))
 
     lists = make_data(work, s)
     jobs = []
@@ -532,10 +519,12 @@ def record_run(runs: dict, key: str, run) -> dict:
 
 def reexec_with_fast_malloc() -> None:
     """As scripts/demo.sh: keep freed memory in the heap (CPU training is ~1.6x faster). glibc reads this at start-up
-    only, hence the re-exec of the running script; ``FAST_MALLOC=0`` turns it off."""
+    only, hence the re-exec of the running study (``python -m benchmarks.<name>``, the same arguments);
+    ``FAST_MALLOC=0`` turns it off."""
     if sys.platform == "linux" and "GLIBC_TUNABLES" not in os.environ and os.environ.get("FAST_MALLOC", "1") != "0":
-        os.environ["GLIBC_TUNABLES"] = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"
-        os.execv(sys.executable, [sys.executable, *sys.argv])
+        env = child_env() | {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736"}
+        name = sys.modules["__main__"].__spec__.name.removeprefix("benchmarks.")
+        os.execve(sys.executable, module_command(name, *sys.argv[1:]), env)
 
 
 if __name__ == "__main__":

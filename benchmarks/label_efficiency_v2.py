@@ -41,10 +41,10 @@ Outputs, rewritten after every run: ``benchmarks/results/label_efficiency_v2.jso
 seeds, wall time, commit and torch threads, every run with its per-case Dice and probe scores), ``.md`` beside it
 (tables and the issue's goals) and ``.png`` (Dice against labelled phantoms, 95% CI bands per encoder).
 
-    python benchmarks/label_efficiency_v2.py --part main                # background run 1 (~143 min, see below)
-    python benchmarks/label_efficiency_v2.py --part ablations --resume  # background run 2 (~77 min), joined to 1
-    python benchmarks/label_efficiency_v2.py --part main --seeds 3 4 --resume   # optional: 2 more seeds (~96 min)
-    python benchmarks/label_efficiency_v2.py --quick --work_dir /tmp/q --results /tmp/q/le2.json   # smoke run (CI)
+    python -m benchmarks.label_efficiency_v2 --part main                # background run 1 (~143 min, see below)
+    python -m benchmarks.label_efficiency_v2 --part ablations --resume  # background run 2 (~77 min), joined to 1
+    python -m benchmarks.label_efficiency_v2 --part main --seeds 3 4 --resume   # optional: 2 more seeds (~96 min)
+    python -m benchmarks.label_efficiency_v2 --quick --work_dir /tmp/q --results /tmp/q/le2.json   # smoke run (CI)
 
 ``--resume`` skips every finished run (a pretraining's encoder must still be in ``--work_dir``) and keeps the
 settings; other ``--seeds`` add seeds to the study. Run from a git worktree at a fixed commit (each part records its
@@ -90,18 +90,17 @@ import argparse
 import datetime
 import json
 import logging
-import shlex
 import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import label_efficiency as le  # noqa: E402  (phantom sets, bundle-in-process helpers, finetuning, variants)
-import pretraining_health as ph  # noqa: E402  (pretraining with a fitted teacher momentum, organ probes)
+from benchmarks import label_efficiency as le  # phantom sets, bundle-in-process helpers, finetuning, variants
+from benchmarks import pretraining_health as ph  # pretraining with a fitted teacher momentum, organ probes
+from benchmarks.common import REPO, RESULTS, command_line, write_json, write_text
 
-REPO, PRETRAIN, RESPONSE = le.REPO, le.PRETRAIN, le.REPO / "bundles" / "smart_response"
+PRETRAIN, RESPONSE = le.PRETRAIN, REPO / "bundles" / "smart_response"
 RANDOM_INIT = le.RANDOM_INIT
 # bundle overrides of each encoder (smart_pretrain configs/train.json ids); None: no pretraining
 VARIANTS: dict[str, dict | None] = {
@@ -676,7 +675,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="every cell, tiny: one seed, 2 iterations (CI test)")
     parser.add_argument("--resume", action="store_true", help="keep (skip) the runs already in --results")
     parser.add_argument("--work_dir", default=str(REPO / "outputs" / "label_efficiency_v2"), help="phantoms, runs")
-    parser.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "label_efficiency_v2.json"))
+    parser.add_argument("--results", default=str(RESULTS / "label_efficiency_v2.json"))
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the seeds")
     parser.add_argument("--pretrain_iterations", type=int, default=None, help="override (every variant)")
     parser.add_argument("--finetune_iterations", type=int, default=None, help="override (every cell)")
@@ -700,12 +699,12 @@ def main(argv: list[str] | None = None) -> dict:
     stamp = work / "settings.json"  # runs/ holds encoders of these settings only (any seeds)
     if stamp.is_file() and json.loads(stamp.read_text()) != _but_seeds(s):
         raise ValueError(f"{work} holds runs made with other settings ({stamp}); give another --work_dir")
-    le._write_json(stamp, _but_seeds(s))
+    write_json(stamp, _but_seeds(s))
     previous = json.loads(results_path.read_text()) if args.resume and results_path.is_file() else {}
     if previous and _but_seeds(previous["settings"]) != _but_seeds(s):
         raise ValueError(f"--resume: {results_path} was made with other settings {previous['settings']}")
     s["seeds"] = sorted({*previous.get("settings", {}).get("seeds", []), *seeds})
-    command = "python benchmarks/label_efficiency_v2.py" + "".join(f" {shlex.quote(a)}" for a in (argv or []))
+    command = command_line("label_efficiency_v2", argv or [])
     result = {
         "study": "label_efficiency_v2 (issue 16, part 2)",
         "command": command,
@@ -728,8 +727,8 @@ def main(argv: list[str] | None = None) -> dict:
         this["wall_time_s"] = before + time.perf_counter() - start
         result["cells"] = summarise(runs, s)
         result["goals"] = check_goals(result["cells"], s)
-        le._write_json(results_path, result)
-        le._write_text(results_path.with_suffix(".md"), markdown(result, results_path.name))
+        write_json(results_path, result)
+        write_text(results_path.with_suffix(".md"), markdown(result, results_path.name))
         plot(result, results_path.with_suffix(".png"))
 
     logging.disable(logging.INFO)  # the bundles' per-iteration logs; one line per run is printed instead

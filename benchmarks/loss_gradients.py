@@ -8,8 +8,8 @@ teacher, centres) or keeps the random initialisation, takes one batch through th
 step (``SMARTTrainer.forward_losses``: teacher pass, masks, student pass, loss), and prints the norm of the encoder's
 gradient of each weighted term, from the weights the loss was built with.
 
-    python benchmarks/loss_gradients.py --set network_def#head_use_bn=true                # at initialisation
-    python benchmarks/loss_gradients.py --set network_def#head_use_bn=true \\
+    python -m benchmarks.loss_gradients --set network_def#head_use_bn=true                # at initialisation
+    python -m benchmarks.loss_gradients --set network_def#head_use_bn=true \\
         --checkpoint /tmp/distillation_sanity/runs/smart_bn/models/checkpoint.pt          # after a run
 """
 
@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import distillation_sanity as ds  # noqa: E402  (the toy and its bundle workflow)
-import label_efficiency as le  # noqa: E402  (--set parsing)
+from benchmarks import distillation_sanity as ds  # the toy and its bundle workflow
+from benchmarks import label_efficiency as le  # --set parsing
 
 TERMS = (("cls", "w_cls"), ("patch", "w_patch"), ("rec", "w_rec"))
 

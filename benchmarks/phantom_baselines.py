@@ -17,15 +17,14 @@
 Each part runs on the generator of the working tree and, when git can still show it, on the generator this one
 replaced (``smart_nets/data/phantoms.py`` at commit 04c23ea), so the two can be compared.
 
-    python benchmarks/phantom_baselines.py                     # ~40 s on 2 cores
-    python benchmarks/phantom_baselines.py --num 4 --out /tmp  # quicker, results elsewhere
+    python -m benchmarks.phantom_baselines                     # ~40 s on 2 cores
+    python -m benchmarks.phantom_baselines --num 4 --out /tmp  # quicker, results elsewhere
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import platform
 import subprocess
 import sys
@@ -38,11 +37,10 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from benchmarks.common import REPO, RESULTS, command_line, write_json, write_text
 from smart_nets.data.phantoms import ORGAN_LABELS, PHASES, TUMOUR_TYPES, generate_phantoms, make_phantom
-from smart_nets.io import atomic_path
 from smart_nets.transforms.views import RandTwoViewsd
 
-HERE = Path(__file__).resolve().parent
 OLD_COMMIT = "04c23ea"
 THRESHOLDS = (-700, -500, -300, -100)
 VARIANTS = ("plain", "opened")  # opened: one binary opening (6-neighbourhood) removes vessel-thin candidates
@@ -55,7 +53,7 @@ def old_generator():
     try:
         source = subprocess.run(
             ["git", "show", f"{OLD_COMMIT}:smart_nets/data/phantoms.py"],
-            cwd=HERE.parent,
+            cwd=REPO,
             check=True,
             capture_output=True,
             text=True,
@@ -378,7 +376,7 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=8, help="phantoms per measurement (8: as the audit)")
     parser.add_argument("--num_large", type=int, default=32, help="phantoms of the larger baseline sample")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(HERE / "results"), help="folder for phantom_baselines.json and .md")
+    parser.add_argument("--out", default=str(RESULTS), help="folder for phantom_baselines.json and .md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -386,12 +384,10 @@ def main() -> None:
         results = run(args.num, max(args.num_large, args.num + 1), Path(work))
     results["seconds"] = time.perf_counter() - start
     results["machine"] = {"cores": args.threads, "python": platform.python_version(), "platform": platform.platform()}
-    command = "python benchmarks/phantom_baselines.py" + "".join(f" {a}" for a in sys.argv[1:])
+    command = command_line("phantom_baselines")
     out = Path(args.out)
-    with atomic_path(out / "phantom_baselines.json") as tmp:
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-    with atomic_path(out / "phantom_baselines.md") as tmp:
-        tmp.write_text(markdown(results, command))
+    write_json(out / "phantom_baselines.json", results, indent=2)
+    write_text(out / "phantom_baselines.md", markdown(results, command))
     print(markdown(results, command))
 
 

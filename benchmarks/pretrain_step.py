@@ -20,18 +20,18 @@ gives TFLOP/s and, on a GPU of ``PEAK_TFLOPS`` (or with ``--peak_tflops``), the 
 dense peak of the mode's number format (bf16, tf32 or fp32). ``--profile N`` keeps each run's top N operators by
 self time (GPU time on CUDA) in the JSON: where a mode loses its time.
 
-    python benchmarks/pretrain_step.py                  # 64^3 and 96^3, feature size 24, CPU
+    python -m benchmarks.pretrain_step                  # 64^3 and 96^3, feature size 24, CPU
     # issue 27, CPU precision at the demo and the paper scale (SMART only)
-    python benchmarks/pretrain_step.py --methods smart --sizes 64 --feature_size 12 --depths 1,1,1,1 \
+    python -m benchmarks.pretrain_step --methods smart --sizes 64 --feature_size 12 --depths 1,1,1,1 \
         --heads 1,2,3,6 --out_dim 1024 --head_hidden 256 --head_bottleneck 64 --batch 2 \
         --modes fp32,fp32+malloc,bf16,bf16+malloc --warmup 2 --steps 5 --rounds 3 \
         --out benchmarks/results/pretrain_cpu_precision_demo
-    python benchmarks/pretrain_step.py --methods smart --sizes 96 --feature_size 48 --depths 2,2,8,2 \
+    python -m benchmarks.pretrain_step --methods smart --sizes 96 --feature_size 48 --depths 2,2,8,2 \
         --heads 4,4,8,16 --modes fp32,fp32+malloc,bf16,bf16+malloc --warmup 1 --steps 3 --rounds 2 \
         --out benchmarks/results/pretrain_cpu_precision_paper
-    python benchmarks/pretrain_step.py --sizes 96 --feature_size 48 --depths 2,2,2,2 --device cuda --amp
+    python -m benchmarks.pretrain_step --sizes 96 --feature_size 48 --depths 2,2,2,2 --device cuda --amp
     # issue 19, paper scale on a GPU: every mode, FLOPs, MFU, profiles (not yet run: no GPU lent since)
-    python benchmarks/pretrain_step.py --sizes 96 --feature_size 48 --depths 2,2,8,2 --heads 4,4,8,16 \
+    python -m benchmarks.pretrain_step --sizes 96 --feature_size 48 --depths 2,2,8,2 --heads 4,4,8,16 \
         --device cuda --modes fp32,fp32+tf32,bf16,bf16+fused,bf16+fused+compile,bf16+fused+cudagraphs \
         --flops --profile 25 --warmup 3 --steps 10 --rounds 1 --out benchmarks/results/pretrain_step_gpu
 """
@@ -43,16 +43,13 @@ import json
 import resource
 import statistics
 import subprocess
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(t) for t in text.split(","))
+from benchmarks.common import child_env, command_line, ints, module_command, write_json, write_text
 
 
 class TangSSLHead(nn.Module):
@@ -257,10 +254,10 @@ def peak_tflops(device: str, number_format: str, override: float | None) -> floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=_ints, default=(64, 96))
+    parser.add_argument("--sizes", type=ints, default=(64, 96))
     parser.add_argument("--feature_size", type=int, default=24)
-    parser.add_argument("--depths", type=_ints, default=(2, 2, 2, 2))
-    parser.add_argument("--heads", type=_ints, default=(3, 6, 12, 24))
+    parser.add_argument("--depths", type=ints, default=(2, 2, 2, 2))
+    parser.add_argument("--heads", type=ints, default=(3, 6, 12, 24))
     parser.add_argument("--out_dim", type=int, default=8192)
     parser.add_argument("--batch", type=int, default=1, help="volumes per SMART step (two views each)")
     parser.add_argument("--head_hidden", type=int, default=2048, help="projection MLP width (the demo: 256)")
@@ -303,8 +300,8 @@ def main() -> None:
         for _ in range(args.rounds):
             for mode in modes:
                 for method in methods:
-                    cmd = [sys.executable, __file__, *shared, "--method", method, "--size", str(size), "--mode", mode]
-                    proc = subprocess.run(cmd, capture_output=True, text=True)
+                    cmd = module_command("pretrain_step", *shared, "--method", method, "--size", size, "--mode", mode)
+                    proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env())
                     if proc.returncode != 0:
                         raise RuntimeError(f"{method} {size}^3 {mode} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
                     runs[mode][method].append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -358,7 +355,7 @@ def write_report(report: dict, out: str) -> None:
     lines = [
         "# One SMART pretraining step against one Swin UNETR (Tang et al.) self-supervised step",
         "",
-        f"Command: `python benchmarks/pretrain_step.py {' '.join(sys.argv[1:])}`",
+        f"Command: `{command_line('pretrain_step')}`",
         f"Device {report.get('gpu', config['device'])}, torch {report['torch']}; feature size {config['feature_size']},"
         f" depths {config['depths']}, heads {config['heads']}, SMART head {config['out_dim']} prototypes; medians of "
         f"{config['steps']} steps after {config['warmup']} warm-up, {config['rounds']} alternating rounds; "
@@ -382,9 +379,8 @@ def write_report(report: dict, out: str) -> None:
             cells += [cell(r, "smart_mfu", ".1%"), cell(r, "tang_mfu", ".1%")]
             cells += [f"{cell(r, 'smart_first_step_s', '.1f')} / {cell(r, 'tang_first_step_s', '.1f')}"]
             lines.append("| " + " | ".join(cells) + " |")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{out}.json").write_text(json.dumps(report, indent=2, default=str))
-    Path(f"{out}.md").write_text("\n".join(lines) + "\n")
+    write_json(Path(f"{out}.json"), report, indent=2, default=str)
+    write_text(Path(f"{out}.md"), "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ Variants: ``smart`` (full method), ``simmim`` (``w_cls = w_patch = 0``: masked r
 ``dino_ibot`` (``w_rec = 0``: self-distillation only). The teacher momentum is fitted to the run's length
 (``SMARTSchedule.momentum_for``: the teacher keeps at most 2% of its random start).
 
-    python benchmarks/pretraining_health.py                       # 640 iterations per variant, ~25 min on 2 cores
-    python benchmarks/pretraining_health.py --quick --results /tmp/ph.json   # every cell in about a minute (CI)
+    python -m benchmarks.pretraining_health                       # 640 iterations per variant, ~25 min on 2 cores
+    python -m benchmarks.pretraining_health --quick --results /tmp/ph.json   # every cell in about a minute (CI)
 
 Writes ``benchmarks/results/pretraining_health.json`` (settings, machine, every number) and ``.md`` beside it.
 """
@@ -27,12 +27,11 @@ import argparse
 import json
 import logging
 import math
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import label_efficiency as le  # noqa: E402  (the bundle-in-process helpers and phantom sets of the study)
+from benchmarks import label_efficiency as le  # the bundle-in-process helpers and phantom sets of the study
+from benchmarks.common import RESULTS, write_json, write_text
 
 PRETRAIN = le.PRETRAIN
 RANDOM_INIT = le.RANDOM_INIT
@@ -298,8 +297,8 @@ def summarize(files: list[Path], md: Path) -> dict:
             f"{fmt(row.get('linear_vs_random_init'))} | {fmt(row.get('knn_1_vs_simmim_teacher'))} | "
             f"{fmt(row.get('linear_vs_simmim_teacher'))} | {crops} | {info} |"
         )
-    le._write_text(md, "\n".join(lines) + "\n")
-    le._write_json(md.with_suffix(".json"), summary)
+    write_text(md, "\n".join(lines) + "\n")
+    write_json(md.with_suffix(".json"), summary)
     logging.getLogger(__name__).info("wrote %s", md)
     return summary
 
@@ -461,7 +460,7 @@ def main(argv: list[str] | None = None) -> dict:
         metavar="ID=JSON",
         help="pretraining overrides for every variant, e.g. schedule#base_lr=1e-4 encoder_def#layer_scale_init=0.1",
     )
-    parser.add_argument("--results", default=str(le.REPO / "benchmarks" / "results" / "pretraining_health.json"))
+    parser.add_argument("--results", default=str(RESULTS / "pretraining_health.json"))
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -491,7 +490,7 @@ def main(argv: list[str] | None = None) -> dict:
     work = Path(args.work)
     lists = le.make_data(work, s)
     out = Path(args.results)
-    result = le.resumable_result(out, s, args.resume, "pretraining_health.py", argv)
+    result = le.resumable_result(out, s, args.resume, "pretraining_health", argv)
     result["out_dim"] = json.loads((PRETRAIN / "configs" / "demo.json").read_text())["out_dim"]
     result.setdefault("pretrain", {})
     result.setdefault("spread", {})
@@ -510,15 +509,15 @@ def main(argv: list[str] | None = None) -> dict:
         result["pretrain"][variant] = run
         overrides = {**VARIANTS[variant], **s["overrides"]}
         result["spread"][variant] = le.diagnose(variant, s["seed"], s, lists, run["checkpoint"], overrides=overrides)
-        le._write_json(out, result)  # after every run: --resume starts from here
+        write_json(out, result)  # after every run: --resume starts from here
     encoders: dict[str, str | None] = {RANDOM_INIT: None}
     for variant, run in result["pretrain"].items():
         encoders[f"{variant}_teacher"], encoders[f"{variant}_student"] = run["teacher"], run["student"]
     result["probes"] = probe(encoders, s, lists, work / "probes")
     result["goals"] = check_goals(result)
     result["wall_minutes"] = result.get("wall_minutes", 0.0) + (time.perf_counter() - start) / 60
-    le._write_json(out, result)
-    le._write_text(out.with_suffix(".md"), markdown(result, out.name))
+    write_json(out, result)
+    write_text(out.with_suffix(".md"), markdown(result, out.name))
     logging.getLogger(__name__).info("wrote %s and %s", out, out.with_suffix(".md"))
     return result
 

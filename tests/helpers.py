@@ -337,19 +337,6 @@ def bad_image_corpus(root: Path, image_file: Path) -> dict[str, tuple[Path, str]
     return corpus
 
 
-def load_benchmark(name: str):
-    """The module ``benchmarks/<name>.py``, imported from its file (``benchmarks/`` is not a package; its folder goes
-    on ``sys.path`` so that benchmarks importing each other find their siblings)."""
-    import importlib.util
-
-    if str(REPO / "benchmarks") not in sys.path:
-        sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS world coordinates
 
 

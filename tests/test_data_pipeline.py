@@ -11,10 +11,10 @@ from tests.helpers import REPO, run_command
 
 def test_tiny_run_times_every_cache_mode_and_reports_workers_per_gpu(tmp_path):
     out = tmp_path / "result"
-    args = [sys.executable, REPO / "benchmarks" / "data_pipeline.py", "--num", "2", "--shape", "96,96,64"]
+    args = [sys.executable, "-m", "benchmarks.data_pipeline", "--num", "2", "--shape", "96,96,64"]
     args += ["--spacing", "3.33,3.33,5", "--pixdim", "5,5,5", "--roi", "16", "--epochs", "1"]
     args += ["--work", tmp_path, "--out", out]
-    log = run_command(args, timeout=300)
+    log = run_command(args, cwd=REPO, timeout=300)
     results = json.loads(out.with_suffix(".json").read_text())
     modes = results["seconds_per_volume"]
     assert list(modes) == ["none", "disk, first epoch (writes the cache)", "disk, later epochs", "memory, later epochs"]

@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from tests.helpers import load_benchmark
+from benchmarks import distillation_sanity, loss_gradients
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_benchmark("distillation_sanity")
+    return distillation_sanity
 
 
 def test_toy_shapes_differ_by_class_and_sit_in_the_window(bench):
@@ -188,7 +188,7 @@ def test_quick_run_with_the_cnn_backbone(bench, tmp_path):
 
 def test_loss_gradients_names_each_terms_encoder_gradient(tmp_path):
     """benchmarks/loss_gradients.py: a finite, positive gradient norm per weighted term; a bad checkpoint is named."""
-    lg = load_benchmark("loss_gradients")
+    lg = loss_gradients
     result = lg.main(["--quick", "--work", str(tmp_path), "--set", "network_def#head_use_bn=true"])
     assert set(result) == {"cls", "patch", "rec"}
     for term, r in result.items():

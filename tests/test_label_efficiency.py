@@ -7,11 +7,7 @@ import math
 
 from monai.bundle import ConfigParser
 
-from tests.helpers import load_benchmark
-
-
-def _study():
-    return load_benchmark("label_efficiency")
+from benchmarks import label_efficiency as study
 
 
 def _expected_effective(study, overrides: dict) -> dict:
@@ -30,7 +26,6 @@ def _expected_effective(study, overrides: dict) -> dict:
 
 
 def test_quick_study_fills_every_cell_with_the_variants_it_claims(tmp_path):
-    study = _study()
     results = tmp_path / "le.json"
     args = ["--quick", "--work_dir", str(tmp_path / "work"), "--results", str(results)]
     study.main(args + ["--diagnose"])

@@ -10,15 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import load_benchmark
-
-
-def _study():
-    return load_benchmark("label_efficiency_v2")
+from benchmarks import label_efficiency_v2 as study
 
 
 def test_hierarchical_bootstrap_resamples_seeds_and_cases():
-    study = _study()
     rng = np.random.default_rng(0)
     boot = study.hierarchical_bootstrap
     # the same difference in every case and seed: no uncertainty
@@ -40,7 +35,6 @@ def test_hierarchical_bootstrap_resamples_seeds_and_cases():
 
 
 def test_outcome_probe_scores_are_cross_validated_and_unbiased():
-    study = _study()
     rng = np.random.default_rng(1)
     y = np.array([0, 1] * 30)
     noise = rng.normal(size=(60, 40))
@@ -73,7 +67,6 @@ def _restore_threads():
 
 
 def test_quick_study_joins_both_parts_and_resume_reruns_nothing(tmp_path, monkeypatch, _restore_threads):
-    study = _study()
     results = tmp_path / "le2.json"
     # one torch thread: two threads on two busy cores spin on each other (5x slower when other tests run beside)
     args = ["--quick", "--threads", "1", "--work_dir", str(tmp_path / "work"), "--results", str(results)]

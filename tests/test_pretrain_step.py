@@ -9,12 +9,12 @@ import math
 import pytest
 import torch
 
-from tests.helpers import load_benchmark
+from benchmarks import pretrain_step
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return load_benchmark("pretrain_step")
+    return pretrain_step
 
 
 def test_modes_parse_and_misspelt_modes_are_refused(bench):

@@ -8,15 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from tests.helpers import load_benchmark
-
-
-def _benchmark():
-    return load_benchmark("pretraining_health")
+from benchmarks import pretraining_health as bench
 
 
 def test_quick_health_check_fills_every_cell(tmp_path):
-    bench = _benchmark()
     results = tmp_path / "ph.json"
     # an architecture override (--set) must reach every network the benchmark builds, trained or not
     args = ["--quick", "--work", str(tmp_path / "work"), "--results", str(results), "--set", "out_dim=256"]
@@ -84,7 +79,6 @@ def test_mild_variants_cut_the_views_of_train_json():
     crops there, and would silently change another transform if train.json's list moved."""
     from monai.bundle import ConfigParser
 
-    bench = _benchmark()
     parser = ConfigParser()
     parser.read_config(str(bench.PRETRAIN / "configs" / "train.json"))
     assert parser[bench.VIEWS]["_target_"].endswith("RandTwoViewsd")
@@ -92,7 +86,6 @@ def test_mild_variants_cut_the_views_of_train_json():
 
 
 def test_paired_bootstrap_resamples_whole_cases():
-    bench = _benchmark()
     cases = [0, 0, 1, 1, 2, 2, 3, 3]
     same = bench.paired_bootstrap([1, 0, 1, 0, 1, 1, 0, 0], [1, 0, 1, 0, 1, 1, 0, 0], cases, 200, 0)
     assert same == {"difference": 0.0, "ci95": [0.0, 0.0], "n_cases": 4}
@@ -105,7 +98,6 @@ def test_paired_bootstrap_resamples_whole_cases():
 def test_a_run_stopped_part_way_continues_from_its_checkpoint(tmp_path):
     """A variant's run writes its resumable checkpoint every tenth of the run; started again in the same folder (as
     ``--resume`` does after a session ended mid-run) it continues the iteration count instead of starting over."""
-    bench = _benchmark()
     s = dict(bench.QUICK, iterations=3, overrides={})  # one epoch of 3 iterations (6 phantoms, batch 2)
     lists = bench.le.make_data(tmp_path / "work", s)
     first = bench.pretrain("simmim", s, lists, tmp_path / "run")  # stands for a run stopped after its first epoch
