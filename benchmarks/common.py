@@ -1,6 +1,6 @@
 """What more than one study needs: the repository's root, comma-separated numbers on the command line, the command
 that reran a study, results written atomically, a study run again in a fresh process, the process's resident
-memory."""
+memory, and MONAI's Swin trunk holding a SMARTSwin's weights (also for the tests)."""
 
 from __future__ import annotations
 
@@ -70,3 +70,40 @@ def rss_mib(field: str) -> float:
             if line.startswith(field):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def monai_twin(net):
+    """MONAI's ``SwinTransformer`` holding the SMARTSwin ``net``'s trunk weights (its PatchMergingV2 and a
+    patch-embedding LayerNorm), built from ``net.arch``: the reference the attention-path parity checks compare
+    against (``gpu_check.py`` on a GPU, ``tests/test_smart_swin.py`` on the CPU).
+
+    Raises:
+        ValueError: the trunk's weights do not map one to one onto MONAI's.
+    """
+    from monai.networks.nets.swin_unetr import SwinTransformer
+
+    arch = net.arch
+    ref = SwinTransformer(
+        in_chans=arch["in_channels"],
+        embed_dim=arch["feature_size"],
+        window_size=tuple(arch["window_size"]),
+        patch_size=(arch["patch_size"],) * 3,
+        depths=tuple(arch["depths"]),
+        num_heads=tuple(arch["num_heads"]),
+        mlp_ratio=arch["mlp_ratio"],
+        qkv_bias=arch["qkv_bias"],
+        patch_norm=True,
+        downsample="mergingv2",
+    )
+    renames = {"patch_embed.": "patch_embed.proj.", "patch_norm.": "patch_embed.norm."}
+    renames |= {f"stages.{i}.": f"layers{i + 1}.0." for i in range(4)}
+    state = {}
+    for key, value in net.state_dict().items():
+        for old, new in renames.items():
+            if key.startswith(old):
+                state[new + key[len(old) :]] = value
+    missing, unexpected = ref.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("relative_position_index")]
+    if missing or unexpected:
+        raise ValueError(f"SMARTSwin's trunk does not map onto MONAI's: missing {missing}, unexpected {unexpected}")
+    return ref

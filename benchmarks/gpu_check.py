@@ -13,11 +13,11 @@ tiny networks, to test this script). With CUDA it:
    with ``inference.json`` (PyTorch), ``inference_onnx.json`` (onnxruntime) and, where TensorRT is importable,
    ``inference_trt.json`` in fp16 and fp32 (``trt_required``), printing seconds per run and the agreement of each
    runtime's masks or probabilities with PyTorch's;
-4. runs ``benchmarks/encoder_speed.py``, ``benchmarks/pretrain_step.py`` (paper scale, every mode of
+4. runs ``benchmarks.encoder_speed``, ``benchmarks.pretrain_step`` (paper scale, every mode of
    ``PRETRAIN_MODES`` with FLOPs, MFU and operator profiles, written beside ``--out`` as
-   ``pretrain_step_gpu.{json,md}``) and ``benchmarks/inference_speed.py`` on the GPU.
+   ``pretrain_step_gpu.{json,md}``) and ``benchmarks.inference_speed`` on the GPU.
 
-    python benchmarks/gpu_check.py [--out results.json] [--quick]
+    python -m benchmarks.gpu_check [--out results.json] [--quick]
 """
 
 from __future__ import annotations
@@ -34,22 +34,21 @@ from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-# benchmarks/pretrain_step.py --modes for item 4: precision, fused AdamW, torch.compile, CUDA graphs
+from benchmarks.common import REPO, child_env, module_command, monai_twin, write_json
+
+# benchmarks.pretrain_step --modes for item 4: precision, fused AdamW, torch.compile, CUDA graphs
 PRETRAIN_MODES = "fp32,fp32+tf32,bf16,bf16+fused,bf16+fused+compile,bf16+fused+cudagraphs"
-sys.path.insert(0, str(HERE.parent))
 
 
 def parity(device: torch.device) -> dict:
     from smart_nets.networks.nets import smart_swin
-    from tests.test_smart_swin import _monai_twin
 
     torch.manual_seed(0)
     net = smart_swin("demo", depths=(2, 2, 2, 2), drop_path_rate=0.0).eval()
     with torch.no_grad():
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    ref = _monai_twin(net).eval()
+    ref = monai_twin(net).eval()
     net, ref = net.to(device), ref.to(device)
     x = torch.randn(2, 1, 96, 96, 96, device=device)
     ours = net.hidden_states(net.forward_features(x))
@@ -167,7 +166,7 @@ def bundle_checks(work: Path, tiny: bool) -> dict:
     results = {"tensorrt": trt_why}
     for bundle in ("smart_seg", "smart_response"):
         root = work / bundle
-        shutil.copytree(HERE.parent / "bundles" / bundle, root)
+        shutil.copytree(REPO / "bundles" / bundle, root)
         configs = ["configs/inference.json"] + (["configs/demo.json"] if tiny else [])
         roi = 64 if tiny else 96
         common = ["--bundle_root", str(root), "--pretrained_path", ""]
@@ -208,8 +207,9 @@ def bundle_checks(work: Path, tiny: bool) -> dict:
     return results
 
 
-def _script(args: list[str]) -> str:
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=HERE.parent)
+def _study(name: str, *args: str) -> str:
+    """The last 3000 characters of ``python -m benchmarks.<name> args``'s output."""
+    proc = subprocess.run(module_command(name, *args), capture_output=True, text=True, cwd=REPO, env=child_env())
     return (proc.stdout + proc.stderr)[-3000:]
 
 
@@ -237,26 +237,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         results["bundles"] = bundle_checks(Path(work), tiny=False)
     if not args.quick:
-        results["encoder_speed_bf16"] = _script(
-            ["benchmarks/encoder_speed.py", "--device", "cuda", "--amp", "--feature_size", "48", "--depths", "2,2,8,2"]
-            + ["--heads", "4,4,8,16", "--batch", "4", "--repeats", "10"]
+        paper = ["--feature_size", "48", "--depths", "2,2,8,2", "--heads", "4,4,8,16"]
+        results["encoder_speed_bf16"] = _study(
+            "encoder_speed", "--device", "cuda", "--amp", *paper, "--batch", "4", "--repeats", "10"
         )
-        results["encoder_speed_fp32"] = _script(
-            ["benchmarks/encoder_speed.py", "--device", "cuda", "--feature_size", "48", "--depths", "2,2,8,2"]
-            + ["--heads", "4,4,8,16", "--batch", "4", "--repeats", "10"]
+        results["encoder_speed_fp32"] = _study(
+            "encoder_speed", "--device", "cuda", *paper, "--batch", "4", "--repeats", "10"
         )
         # issue 19: the paper-scale step in every mode against Tang's, with FLOPs, MFU and where each loses time
         step_out = Path(args.out).with_name("pretrain_step_gpu") if args.out else Path(tempfile.mkdtemp()) / "step"
-        results["pretrain_step_modes"] = _script(
-            ["benchmarks/pretrain_step.py", "--device", "cuda", "--sizes", "96", "--feature_size", "48"]
-            + ["--depths", "2,2,8,2", "--heads", "4,4,8,16", "--modes", PRETRAIN_MODES, "--flops", "--profile", "25"]
-            + ["--warmup", "3", "--steps", "10", "--rounds", "1", "--out", str(step_out)]
-        )
-        results["inference_speed"] = _script(["benchmarks/inference_speed.py", "--device", "cuda"])
+        step = ["--device", "cuda", "--sizes", "96", *paper, "--modes", PRETRAIN_MODES, "--flops", "--profile", "25"]
+        step += ["--warmup", "3", "--steps", "10", "--rounds", "1", "--out", str(step_out)]
+        results["pretrain_step_modes"] = _study("pretrain_step", *step)
+        results["inference_speed"] = _study("inference_speed", "--device", "cuda")
         for key in ("encoder_speed_bf16", "encoder_speed_fp32", "pretrain_step_modes", "inference_speed"):
             print(key, results[key], flush=True)
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2))
+        write_json(Path(args.out), results, indent=2)
 
 
 if __name__ == "__main__":

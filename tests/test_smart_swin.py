@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from monai.networks.nets.swin_unetr import SwinTransformer
 
+from benchmarks.common import monai_twin
 from smart_nets.networks.nets import SMARTSwin
 from tests.helpers import TINY
 
@@ -107,30 +107,6 @@ def test_bad_mask_raises_value_error(tiny_swin):
         tiny_swin(x, torch.zeros(1, 27, dtype=torch.bool))
 
 
-def _monai_twin(net: SMARTSwin) -> SwinTransformer:
-    """MONAI's SwinTransformer holding ``net``'s weights (its PatchMergingV2 and a patch-embedding LayerNorm)."""
-    ref = SwinTransformer(
-        in_chans=1,
-        embed_dim=TINY["feature_size"],
-        window_size=(4, 4, 4),
-        patch_size=(2, 2, 2),
-        depths=(2, 2, 2, 2),
-        num_heads=TINY["num_heads"],
-        patch_norm=True,
-        downsample="mergingv2",
-    )
-    renames = {"patch_embed.": "patch_embed.proj.", "patch_norm.": "patch_embed.norm."}
-    renames |= {f"stages.{i}.": f"layers{i + 1}.0." for i in range(4)}
-    state = {}
-    for key, value in net.state_dict().items():
-        for old, new in renames.items():
-            if key.startswith(old):
-                state[new + key[len(old) :]] = value
-    missing, unexpected = ref.load_state_dict(state, strict=False)
-    assert unexpected == [] and all(k.endswith("relative_position_index") for k in missing)
-    return ref
-
-
 @pytest.mark.parametrize("grad", [False, True])
 def test_trunk_equals_monai_swin_transformer_with_the_same_weights(grad):
     """Window order, shifts, shift masks, relative-position bias and the attention kernels all agree with MONAI."""
@@ -138,7 +114,7 @@ def test_trunk_equals_monai_swin_transformer_with_the_same_weights(grad):
     with torch.no_grad():
         for p in net.parameters():  # break the symmetric initialisation so a wrong index would show
             p.add_(torch.randn_like(p) * 0.05)
-    ref = _monai_twin(net).eval()
+    ref = monai_twin(net).eval()
     x = torch.randn(2, 1, 64, 64, 64)
     with torch.set_grad_enabled(grad):
         ours = net.hidden_states(net.forward_features(x))
