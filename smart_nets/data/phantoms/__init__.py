@@ -22,7 +22,7 @@ properties (volume, heterogeneity, necrosis, spiculation, lobulation, solid frac
 ``recurrence`` (Task II).
 
 HU tables, tumour kinds, the measured threshold baseline and generation time: ``smart_nets/data/README.md``
-(numbers from ``python benchmarks/phantom_baselines.py``).
+(numbers from ``python -m benchmarks.phantom_baselines``).
 
 Command line (writes ``OUT_DIR/dataset.json`` in the Medical Segmentation Decathlon form)::
 
