@@ -184,7 +184,7 @@ def test_a_bad_checkpoint_stops_naming_it(env, tmp_path, bundle, entry, case):
     assert sorted(p.name for p in Path(dirs["output_dir"]).iterdir()) == ["earlier_output.csv"]
 
 
-@pytest.mark.parametrize("bundle", ["smart_pretrain", "smart_seg"])
+@pytest.mark.parametrize("bundle", ["smart_pretrain", "smart_seg", "smart_response"])
 def test_resuming_from_a_truncated_checkpoint_stops_naming_it(env, tmp_path, bundle):
     dirs = _dirs(tmp_path)
     checkpoint = Path(dirs["ckpt_dir"]) / "checkpoint.pt"
@@ -196,6 +196,7 @@ def test_resuming_from_a_truncated_checkpoint_stops_naming_it(env, tmp_path, bun
         datalist=str(_datalist(env, tmp_path)),
         max_epochs=1,
         resume=True,
+        **({"label_key": "recurrence"} if bundle == "smart_response" else {}),  # both classes in the 2 phantoms
         **dirs,
     )
     assert str(checkpoint) in message and "is not a readable PyTorch checkpoint" in message, message[-2000:]

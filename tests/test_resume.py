@@ -1,5 +1,5 @@
 """kill -9 in the middle of training, then `--resume true`: the run continues from the last checkpoint (losing at
-most one checkpoint interval) and its schedules continue, for pretraining and segmentation."""
+most one checkpoint interval) and its schedules continue, for pretraining, segmentation and outcome prediction."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def data(bundle_workspace) -> Path:
     return bundle_workspace(phantoms=8, val_fraction=0.25, seed=0) / "data"
 
 
-@pytest.mark.parametrize("bundle", ["smart_pretrain", "smart_seg"])
+@pytest.mark.parametrize("bundle", ["smart_pretrain", "smart_seg", "smart_response"])
 def test_kill_9_mid_epoch_then_resume_continues_from_the_last_checkpoint(bundle, data, tmp_path):
     root = tmp_path / bundle
     copy_bundle(bundle, root)
@@ -30,6 +30,7 @@ def test_kill_9_mid_epoch_then_resume_continues_from_the_last_checkpoint(bundle,
     args += ["--bundle_root", str(root), "--dataset_dir", str(data), "--output_dir", str(tmp_path / "eval")]
     args += ["--ckpt_dir", str(models), "--max_epochs", "6", "--save_interval", "1", "--seed", "0"]
     args += ["--log_every", "1"] if bundle == "smart_pretrain" else ["--pretrained_path", "", "--val_interval", "100"]
+    args += ["--batch_size", "2"] if bundle == "smart_response" else []  # 3 iterations an epoch, as the others
     proc = subprocess.Popen(
         [sys.executable, "-m", "monai.bundle", *args],
         cwd=tmp_path,
@@ -57,3 +58,6 @@ def test_kill_9_mid_epoch_then_resume_continues_from_the_last_checkpoint(bundle,
     if bundle == "smart_pretrain":  # the schedules follow the global iteration: a fresh start logs lr 0.0000
         rates = [float(v) for v in re.findall(r"Epoch: \d+/6, Iter: .*? lr: ([0-9.e-]+)", log)]
         assert rates and rates[0] > 0, rates  # (warm-up from 0), a resumed one the warmed-up rate
+    else:  # the per-iteration warm-up/cosine schedule and AdamW's moments continue (fresh ones: 18 - 3 * saved)
+        assert final["lr_scheduler"]["last_epoch"] == 18, final["lr_scheduler"]
+        assert max(int(s["step"]) for s in final["optimizer"]["state"].values()) == 18
