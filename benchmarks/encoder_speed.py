@@ -10,24 +10,38 @@ On the CPU, forward+backward also runs SMARTSwin with ``LeanWindowAttention`` in
 no longer beat SDPA (PyTorch 2.13) and was removed. It stays here so that the comparison can be rerun on another
 machine or PyTorch; the line ``custom CPU attention`` gives its time and its ratio to SDPA.
 
+Two further measurements of SMARTSwin alone replace the comparison with MONAI:
+
+- ``--gather``: forward+backward with the window blocks' token permutation as ``_GatherTokens`` (a gather whose
+  backward is the inverse gather) against plain ``index_select`` (whose backward autograd writes as an
+  ``index_add`` into zeros), alternating, with the largest difference of their gradients (0: both exact).
+- ``--compile``: ``torch.compile`` of the encoder's forward+backward: the first (compiling) step's time, dynamo's
+  frames, graphs, graph breaks and recompilations (and whether it hit ``recompile_limit`` and fell back to eager),
+  then the median step time against eager. ``--backend eager`` checks dynamo alone in seconds.
+
     python -m benchmarks.encoder_speed                       # feature size 24, depths 2,2,2,2, 96^3
     python -m benchmarks.encoder_speed --feature_size 48 --depths 2,2,8,2 --heads 4,4,8,16 --repeats 3
     python -m benchmarks.encoder_speed --device cuda --amp --feature_size 48 --depths 2,2,8,2 --heads 4,4,8,16 --batch 4
+    python -m benchmarks.encoder_speed --gather --feature_size 12 --depths 1,1,1,1 --heads 1,2,3,6 --size 64
+    python -m benchmarks.encoder_speed --compile --feature_size 48 --depths 2,2,8,2 --heads 4,4,8,16 --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import statistics
 import time
+from contextlib import contextmanager
 from unittest import mock
 
 import torch
 from monai.networks.nets.swin_unetr import SwinTransformer
 
 from benchmarks.common import ints
+from smart_nets.networks.blocks import window_attention
 from smart_nets.networks.nets import SMARTSwin
 
 
@@ -93,6 +107,120 @@ def _time(fn, backward: bool, device: torch.device, amp: bool) -> float:
     return time.perf_counter() - start
 
 
+def _index_select_gather(x, order, inverse):
+    """``_GatherTokens.apply``'s signature on plain ``index_select`` (autograd's backward: ``index_add``)."""
+    return x.index_select(1, order)
+
+
+def _with_plain_gather(fn):
+    """``fn`` with the window blocks' token permutation on plain ``index_select`` instead of ``_GatherTokens``."""
+
+    def run():
+        with mock.patch.object(window_attention._GatherTokens, "apply", _index_select_gather):
+            return fn()
+
+    return run
+
+
+def _gradients(fn, net) -> list[torch.Tensor]:
+    net.zero_grad(set_to_none=True)
+    sum(h.float().mean() for h in fn()).backward()
+    return [p.grad.clone() for p in net.parameters() if p.grad is not None]
+
+
+def gather_study(net, x, args, device) -> dict:
+    """Forward+backward of ``net`` with ``_GatherTokens`` against plain ``index_select``, alternating."""
+    runs = {"custom_gather": lambda: net.hidden_states(net.forward_features(x))}
+    runs["index_select"] = _with_plain_gather(runs["custom_gather"])
+    grads = {name: _gradients(fn, net) for name, fn in runs.items()}  # also the warm-up
+    diff = max((a - b).abs().max().item() for a, b in zip(grads["custom_gather"], grads["index_select"]))
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        for name, fn in runs.items():
+            times[name].append(_time(fn, True, device, args.amp))
+    med = {name: statistics.median(t) for name, t in times.items()}
+    ratio = med["custom_gather"] / med["index_select"]
+    print(
+        f"forward+backward: custom gather {med['custom_gather']:.4f} s  index_select {med['index_select']:.4f} s  "
+        f"ratio custom / index_select {ratio:.3f}  largest gradient difference {diff:.3g}"
+    )
+    return {"forward+backward": med | {"custom_over_index_select": ratio, "max_grad_difference": diff}}
+
+
+@contextmanager
+def _dynamo_log():
+    """Dynamo's recompilation messages and warnings (e.g. hitting ``recompile_limit``), collected as text."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    torch._logging.set_logs(recompiles=True)
+    loggers = [logging.getLogger(name) for name in ("torch", "torch._dynamo")]
+    saved = [(lg.handlers, lg.propagate) for lg in loggers]
+    for lg in loggers:  # collected here instead of printed by torch's handlers
+        lg.handlers, lg.propagate = [Collect(level=logging.DEBUG)], False
+    try:
+        yield lines
+    finally:
+        for lg, (handlers, propagate) in zip(loggers, saved):
+            lg.handlers, lg.propagate = handlers, propagate
+        torch._logging.set_logs()
+
+
+def compile_study(net, x, args, device) -> dict:
+    """``torch.compile`` of ``net``'s forward+backward: first-step time, dynamo's counters, step times vs eager."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    eager = lambda: net.hidden_states(net.forward_features(x))  # noqa: E731
+    compiled_forward = torch.compile(net.forward_features, backend=args.backend)
+    compiled = lambda: net.hidden_states(compiled_forward(x))  # noqa: E731
+    with _dynamo_log() as log:
+        first = _time(compiled, True, device, args.amp)
+        second = _time(compiled, True, device, args.amp)  # a recompilation on the second call shows here
+    recompiles = [line for line in log if "Recompiling" in line]
+    gave_up = [line for line in log if "recompile_limit" in line or "cache_size_limit" in line]
+    stats = {
+        "backend": args.backend,
+        "first_step_s": first,
+        "second_step_s": second,
+        "frames_total": counters["frames"]["total"],
+        "frames_ok": counters["frames"]["ok"],
+        "unique_graphs": counters["stats"]["unique_graphs"],
+        "graph_breaks": sum(counters["graph_break"].values()),
+        "graph_break_reasons": dict(counters["graph_break"]),
+        "recompiles": len(recompiles),
+        "hit_recompile_limit": bool(gave_up),
+    }
+    _time(eager, True, device, args.amp)  # warm-up
+    times: dict[str, list[float]] = {"eager": [], "compiled": []}
+    for _ in range(args.repeats):
+        times["eager"].append(_time(eager, True, device, args.amp))
+        times["compiled"].append(_time(compiled, True, device, args.amp))
+    med = {name: statistics.median(t) for name, t in times.items()}
+    stats |= {
+        "eager_s": med["eager"],
+        "compiled_s": med["compiled"],
+        "compiled_over_eager": med["compiled"] / med["eager"],
+    }
+    print(
+        f"torch.compile ({args.backend}): first step {first:.1f} s, second {second:.2f} s; "
+        f"frames {stats['frames_ok']}/{stats['frames_total']}, graphs {stats['unique_graphs']}, "
+        f"graph breaks {stats['graph_breaks']}, recompiles {stats['recompiles']}"
+        + (" (hit recompile_limit: fell back to eager)" if gave_up else "")
+    )
+    for line in recompiles[:5]:
+        print("  ", line.splitlines()[0] if line else line)
+    print(
+        f"forward+backward: eager {med['eager']:.4f} s  compiled {med['compiled']:.4f} s  "
+        f"ratio compiled / eager {stats['compiled_over_eager']:.3f}"
+    )
+    return {"compile": stats}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--feature_size", type=int, default=24)
@@ -105,6 +233,10 @@ def main() -> None:
     parser.add_argument("--drop_path_rate", type=float, default=0.0)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    study = parser.add_mutually_exclusive_group()
+    study.add_argument("--gather", action="store_true", help="custom token gather vs index_select (ours only)")
+    study.add_argument("--compile", action="store_true", help="torch.compile of ours: compile time, recompiles")
+    parser.add_argument("--backend", default="inductor", help="torch.compile backend for --compile")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -117,6 +249,13 @@ def main() -> None:
     )
     ours, monai = ours.to(device), monai.to(device)
     x = torch.randn(args.batch, 1, args.size, args.size, args.size, device=device)
+    config = vars(args) | {"torch": torch.__version__, "machine": platform.machine()}
+    if device.type == "cuda":
+        config["gpu"] = torch.cuda.get_device_name(device)
+    if args.gather or args.compile:
+        results = (gather_study if args.gather else compile_study)(ours, x, args, device)
+        print(json.dumps({"config": config, "results": results}, default=str))
+        return
     runs = {
         "ours": lambda: ours.hidden_states(ours.forward_features(x)),
         "monai": lambda: monai(x, normalize=True),
@@ -142,9 +281,6 @@ def main() -> None:
                 f"{'':>17}  custom CPU attention {custom:.3f} s  SDPA {med['ours']:.3f} s  "
                 f"ratio custom / SDPA {custom / med['ours']:.2f}"
             )
-    config = vars(args) | {"torch": torch.__version__, "machine": platform.machine()}
-    if device.type == "cuda":
-        config["gpu"] = torch.cuda.get_device_name(device)
     print(json.dumps({"config": config, "results": results}, default=str))
 
 
