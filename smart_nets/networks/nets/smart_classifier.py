@@ -7,7 +7,7 @@ import os
 import torch
 from torch import nn
 
-from smart_nets.networks.nets.smart_swin import SMARTSwin
+from smart_nets.networks.nets.smart_swin import CLASS_ATTN_STAGE, SMARTSwin
 from smart_nets.networks.pretrained import prepare_encoder
 
 __all__ = ["SMARTClassifier"]
@@ -19,6 +19,11 @@ class SMARTClassifier(nn.Module):
     Head: ``LayerNorm -> Dropout -> Linear`` on ``[cls_token; pooled]`` (``2 x 8C`` features). With
     ``freeze_encoder`` (linear probing) the encoder's parameters get no gradient and the encoder stays in eval
     mode (no stochastic depth or dropout, whatever the encoder was built with) even while the network trains.
+
+    The encoder parameters this network never uses, the mask token (nothing is masked here) and the stages after the
+    one class attention reads (stage 4), stay in the state dict (SMART weights and earlier ``model.pt`` files load
+    strictly) with ``requires_grad`` off: ``DistributedDataParallel`` (``find_unused_parameters`` off) would otherwise
+    wait for their gradients and stop at the second iteration, and the optimizer leaves them out.
 
     Args:
         encoder: the :class:`SMARTSwin` (its architecture must match the pretraining to load SMART weights);
@@ -54,6 +59,8 @@ class SMARTClassifier(nn.Module):
         nn.init.zeros_(self.head[-1].bias)
         nn.init.trunc_normal_(self.head[-1].weight, std=0.02)
         self.freeze_encoder = freeze_encoder
+        for p in (self.encoder.mask_token, *self.encoder.stages[CLASS_ATTN_STAGE:].parameters()):
+            p.requires_grad_(False)  # never used here (see above)
         if freeze_encoder:
             for p in self.encoder.parameters():
                 p.requires_grad_(False)

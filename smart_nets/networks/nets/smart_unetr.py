@@ -19,7 +19,10 @@ class SMARTUNETR(nn.Module):
 
     Skip connections: the input (``encoder1``), the patch embedding and the outputs of stages 1, 2 and 4 through
     residual ``UnetrBasicBlock``s; stage 3's output feeds the first up-block directly, as in MONAI's SwinUNETR.
-    The class-attention branch is not used here (its weights load and stay unused; see ``EncoderAttentionMap``).
+    The class-attention branch is not used here (its weights load and stay unused; see ``EncoderAttentionMap``), nor
+    is the mask token: these parameters stay in the state dict with ``requires_grad`` off, so that
+    ``DistributedDataParallel`` (``find_unused_parameters`` off) does not wait for gradients that never come (it
+    stopped at the second iteration) and the optimizer leaves them out.
 
     Args:
         encoder: the :class:`SMARTSwin` (built with ``patch_size`` 2, the decoder's first skip is at half
@@ -54,6 +57,9 @@ class SMARTUNETR(nn.Module):
         if self.encoder.patch_size != 2:
             raise ValueError(f"SMARTUNETR needs an encoder with patch_size 2, got {self.encoder.patch_size}")
         in_channels, fs = self.encoder.in_channels, self.encoder.feature_size
+        enc = self.encoder
+        for p in (enc.mask_token, enc.cls_token, *enc.class_attn_blocks.parameters(), *enc.norm.parameters()):
+            p.requires_grad_(False)  # never used here (see above)
 
         def basic(cin: int, cout: int) -> UnetrBasicBlock:
             return UnetrBasicBlock(3, cin, cout, kernel_size=3, stride=1, norm_name=norm_name, res_block=True)
