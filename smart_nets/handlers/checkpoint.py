@@ -1,10 +1,14 @@
-"""Atomic checkpoints for long runs, and a checkpoint loader whose errors name the file."""
+"""Atomic checkpoints for long runs (a best-model file that records its score, so a resumed run keeps it), and a
+checkpoint loader whose errors name the file and that restores a trainer before it runs."""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pickle
+from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -15,9 +19,49 @@ from monai.handlers import CheckpointLoader
 from smart_nets import provenance
 from smart_nets.io import atomic_path, check_checkpoint_file, refused
 
-__all__ = ["AtomicCheckpoint", "CheckedCheckpointLoader", "atomic_torch_save"]
+__all__ = ["SCORE_KEY", "AtomicCheckpoint", "CheckedCheckpointLoader", "atomic_torch_save", "read_score"]
 
 logger = logging.getLogger(__name__)
+
+# where a best-model file keeps the validation score it was saved for: beside the training record
+# (smart_nets.provenance) in each network's state-dict metadata, so the file stays a plain state dict
+SCORE_KEY = "smart_best_score"
+
+
+def read_score(path: str | os.PathLike) -> dict | None:
+    """The score a best-model file was saved for, ``{"metric": name, "value": v, "epoch": e}``; None for a missing
+    file or one without it (written before smart-nets 0.10.1, or not by a ``key_metric`` checkpoint). The file is
+    memory-mapped: its tensors are not read.
+
+    Raises:
+        ValueError: for a truncated or foreign file (:func:`smart_nets.io.check_checkpoint_file`).
+    """
+    if not os.path.isfile(path):
+        return None
+    check_checkpoint_file(path)
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # an old-style (non-zip) file cannot be memory-mapped
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused it: say which file and why
+        raise refused(path, e) from e
+    candidates = [state] + (list(state.values()) if isinstance(state, Mapping) else [])
+    for sd in candidates:
+        root = (getattr(sd, "_metadata", None) or {}).get("", {})
+        score = root.get(SCORE_KEY) if isinstance(root, Mapping) else None
+        if isinstance(score, Mapping):
+            return dict(score)
+    return None
+
+
+def _attach_score(state_dict: Mapping, score: Mapping) -> Mapping:
+    """Put ``score`` into ``state_dict``'s metadata (as ``provenance.attach`` does the training record)."""
+    if not hasattr(state_dict, "_metadata"):
+        state_dict = OrderedDict(state_dict)
+        state_dict._metadata = OrderedDict()  # type: ignore[attr-defined]
+    state_dict._metadata.setdefault("", {})[SCORE_KEY] = dict(score)  # type: ignore[attr-defined]
+    return state_dict
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -45,7 +89,13 @@ class AtomicCheckpoint:
         unwrap_single: with a single entry, save its state dict itself rather than ``{name: state_dict}`` (a plain
             weights file that ``module.load_state_dict(torch.load(path, weights_only=True))`` reads).
         key_metric: attach to an evaluator instead and save only when ``engine.state.metrics[key_metric]`` beats
-            the best value seen so far (higher is better); the interval arguments are then ignored.
+            the best value seen so far (higher is better); the interval arguments are then ignored. The file records
+            the score it was saved for (``{"metric", "value", "epoch"}`` in each network's state-dict metadata,
+            :func:`read_score`).
+        resume: with ``key_metric``, a resumed run: the best value so far is the score recorded in the existing
+            ``path`` (read at the first validation), so a validation after resuming replaces that file only with a
+            better model (without it, or for a file that is missing, unreadable, or records no score, a NaN one or
+            another metric's, the best starts at -inf and the first validation overwrites the file).
         save_engine_as: also save the engine this handler is attached to, under this key, first. A bundle config
             cannot name the trainer inside the trainer's own handler list (a reference cycle), so a resumable
             checkpoint in ``train#handlers`` says ``"save_engine_as": "trainer"`` instead.
@@ -67,6 +117,7 @@ class AtomicCheckpoint:
         key_metric: str | None = None,
         save_engine_as: str | None = None,
         provenance: dict | None = None,
+        resume: bool = False,
     ) -> None:
         bad = [k for k, v in save_dict.items() if not callable(getattr(v, "state_dict", None))]
         if (not save_dict and not save_engine_as) or bad:
@@ -80,7 +131,9 @@ class AtomicCheckpoint:
         self.key_metric = key_metric
         self.save_engine_as = save_engine_as
         self.provenance = provenance
+        self.resume = bool(resume)  # read the file's score at the first validation (after the trainer is restored)
         self.best = float("-inf")
+        self._score: dict | None = None
 
     def attach(self, engine: Engine) -> None:
         """Register on ``engine``'s iteration, epoch and completion events (epoch completion only with a key
@@ -97,8 +150,51 @@ class AtomicCheckpoint:
         if self.on_completed:
             engine.add_event_handler(Events.COMPLETED, self)
 
+    def _restore_best(self) -> None:
+        """Resuming: start from the score the existing best-model file records (a NaN one counts as none; an
+        unreadable file is an output to replace, not a reason to stop)."""
+        self.resume = False
+        try:
+            score = read_score(self.path)
+        except (ValueError, RuntimeError, OSError) as e:
+            logger.warning(
+                "cannot read the score of %s (%s): the first validation after resuming replaces it", self.path, e
+            )
+            return
+        if score is None:
+            if os.path.isfile(self.path):
+                logger.warning(
+                    "%s records no %s score (written before smart-nets 0.10.1?): the first validation after resuming "
+                    "replaces it, whatever its score",
+                    self.path,
+                    self.key_metric,
+                )
+            return
+        value = float(score.get("value", float("nan")))
+        if score.get("metric") != self.key_metric:
+            logger.warning(
+                "%s records a %s score, not %s: the first validation after resuming replaces it",
+                self.path,
+                score.get("metric"),
+                self.key_metric,
+            )
+        elif math.isnan(value):
+            logger.info("%s was saved for a NaN %s: the next comparable value replaces it", self.path, self.key_metric)
+        else:
+            self.best = value
+            logger.info(
+                "resuming: %s holds the best %s so far, %.4g (epoch %s); only a better model replaces it",
+                self.path,
+                self.key_metric,
+                value,
+                score.get("epoch", "?"),
+            )
+
     def _save_if_better(self, engine: Engine) -> None:
+        if self.resume:
+            self._restore_best()
         value = float(engine.state.metrics[self.key_metric])
+        self._score = {"metric": self.key_metric, "value": value, "epoch": int(engine.state.epoch)}
         if value > self.best:
             self.best = value
             self(engine)
@@ -116,6 +212,11 @@ class AtomicCheckpoint:
             k: provenance.attach(v.state_dict(), self.provenance) if isinstance(v, torch.nn.Module) else v.state_dict()
             for k, v in self.save_dict.items()
         }
+        if self.key_metric is not None and self._score is not None:
+            state = {
+                k: _attach_score(sd, self._score) if isinstance(self.save_dict[k], torch.nn.Module) else sd
+                for k, sd in state.items()
+            }
         if self.unwrap_single and len(state) == 1:
             state = next(iter(state.values()))
         atomic_torch_save(state, self.path)
@@ -133,11 +234,38 @@ class CheckedCheckpointLoader(CheckpointLoader):
     it first compares the encoder the file says it holds with the network's (naming both on a mismatch), then logs
     what they were trained on (``self.provenance``; a warning for synthetic data, :mod:`smart_nets.provenance`).
 
+    To resume training, call :meth:`restore` on the trainer before ``trainer.run()`` rather than attaching the
+    loader: attached, it restores on ``Events.STARTED`` after the handlers registered before it (the validation at
+    the start among them), which would then see the network as first built.
+
     Raises:
         FileNotFoundError: for a missing checkpoint.
         ValueError: for a truncated or foreign file, a checkpoint refused by ``weights_only`` loading, or one that
             does not fit the objects (another architecture or other network sizes).
     """
+
+    def restore(self, engine: Engine) -> None:
+        """Restore ``load_dict`` (the trainer ``engine`` among it) now, before ``engine.run()``.
+
+        ``run()`` then continues from the saved epoch and iteration (ignite resumes an engine whose state is not
+        done; the ``max_epochs`` the engine was built with is kept, as on ``STARTED``), and every handler, from the
+        first ``STARTED`` one on, sees the restored weights.
+
+        Raises:
+            ValueError: when the checkpoint has already completed the engine's ``max_epochs`` (ignite would start a
+                new run from epoch 0 on the trained weights, schedules and optimizer state), or has completed more;
+                and as the loader's ``__call__``.
+        """
+        if self._name is None:
+            self.logger = engine.logger
+        max_epochs = engine.state.max_epochs
+        self(engine)
+        if max_epochs is not None and engine.state.epoch >= max_epochs:
+            raise ValueError(
+                f"{self.load_path} has completed all {engine.state.epoch} epochs of max_epochs {max_epochs}: nothing "
+                "is left to resume. Give a larger max_epochs to train on from it, or leave resume off to start a new "
+                "run (which overwrites its files)."
+            )
 
     def __call__(self, engine: Engine) -> None:
         check_checkpoint_file(self.load_path)
