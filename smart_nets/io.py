@@ -104,14 +104,22 @@ def refused(path: str | os.PathLike, error: pickle.UnpicklingError) -> ValueErro
     )
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
     """``torch.load(path, weights_only=True)`` with errors that name the file and say what is wrong.
+
+    ``mmap``: memory-map the file, so that reading its metadata (a training record, a score) does not read its
+    tensors.
 
     Raises:
         FileNotFoundError, ValueError: see :func:`check_checkpoint_file` and :func:`refused`.
     """
     check_checkpoint_file(path)
     try:
+        if mmap:
+            try:
+                return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+            except RuntimeError:  # a file that cannot be memory-mapped is read whole
+                pass
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:  # weights_only refused an object that is not a tensor: possibly code
         raise refused(path, e) from e

@@ -147,21 +147,11 @@ def from_file(path: str | os.PathLike, missing_ok: bool = False) -> dict | None:
         FileNotFoundError, ValueError: as :func:`smart_nets.io.check_checkpoint_file`, or a file ``weights_only``
             loading refuses (:func:`smart_nets.io.refused`), naming the file.
     """
-    import pickle
-
-    from smart_nets.io import check_checkpoint_file, refused
+    from smart_nets.io import read_checkpoint
 
     if missing_ok and not os.path.isfile(path):
         return None
-    check_checkpoint_file(path)
-    try:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # an old-style (non-zip) file cannot be memory-mapped
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # weights_only refused it: say which file and why
-        raise refused(path, e) from e
-    return read(state)
+    return read(read_checkpoint(path, mmap=True))
 
 
 def is_synthetic(record: Mapping | None) -> bool:

@@ -17,7 +17,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import CheckpointLoader
 
 from smart_nets import provenance
-from smart_nets.io import atomic_path, check_checkpoint_file, refused
+from smart_nets.io import atomic_path, check_checkpoint_file, read_checkpoint, refused
 
 __all__ = ["SCORE_KEY", "AtomicCheckpoint", "CheckedCheckpointLoader", "atomic_torch_save", "read_score"]
 
@@ -38,14 +38,7 @@ def read_score(path: str | os.PathLike) -> dict | None:
     """
     if not os.path.isfile(path):
         return None
-    check_checkpoint_file(path)
-    try:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # an old-style (non-zip) file cannot be memory-mapped
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # weights_only refused it: say which file and why
-        raise refused(path, e) from e
+    state = read_checkpoint(path, mmap=True)
     candidates = [state] + (list(state.values()) if isinstance(state, Mapping) else [])
     for sd in candidates:
         root = (getattr(sd, "_metadata", None) or {}).get("", {})
