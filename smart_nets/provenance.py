@@ -111,17 +111,28 @@ def training_record(
     return record
 
 
-def attach(state_dict: Mapping[str, torch.Tensor], record: Mapping | None) -> Mapping[str, torch.Tensor]:
-    """Put ``record`` into ``state_dict``'s metadata (in place, and returned); None leaves it as it is. A dict
-    without PyTorch's ``_metadata`` (not from ``state_dict()``) is copied into an ``OrderedDict`` that has it."""
-    if record is None:
-        return state_dict
+def put_metadata(state_dict: Mapping, key: str, value: Mapping) -> Mapping:
+    """Put ``value`` under ``key`` in ``state_dict``'s root metadata (in place, and returned), where PyTorch keeps it
+    through ``torch.save`` and ``weights_only`` loading. A dict without PyTorch's ``_metadata`` (not from
+    ``state_dict()``) is copied into an ``OrderedDict`` that has it."""
     if not hasattr(state_dict, "_metadata"):
         state_dict = OrderedDict(state_dict)
         state_dict._metadata = OrderedDict()  # type: ignore[attr-defined]
-    root = state_dict._metadata.setdefault("", {})  # type: ignore[attr-defined]
-    root[KEY] = dict(record)
+    state_dict._metadata.setdefault("", {})[key] = dict(value)  # type: ignore[attr-defined]
     return state_dict
+
+
+def get_metadata(state_dict: Any, key: str) -> dict | None:
+    """What :func:`put_metadata` put under ``key`` in ``state_dict``; None without it."""
+    root = (getattr(state_dict, "_metadata", None) or {}).get("", {})
+    value = root.get(key) if isinstance(root, Mapping) else None
+    return dict(value) if isinstance(value, Mapping) else None
+
+
+def attach(state_dict: Mapping[str, torch.Tensor], record: Mapping | None) -> Mapping[str, torch.Tensor]:
+    """Put ``record`` into ``state_dict``'s metadata (in place, and returned; :func:`put_metadata`); None leaves it
+    as it is."""
+    return state_dict if record is None else put_metadata(state_dict, KEY, record)
 
 
 def read(state_dict: Any) -> dict | None:
@@ -131,9 +142,7 @@ def read(state_dict: Any) -> dict | None:
         if isinstance(state_dict, Mapping) and isinstance(state_dict.get(key), Mapping):
             state_dict = state_dict[key]
             break
-    root = (getattr(state_dict, "_metadata", None) or {}).get("", {})
-    record = root.get(KEY) if isinstance(root, Mapping) else None
-    return dict(record) if isinstance(record, Mapping) else None
+    return get_metadata(state_dict, KEY)
 
 
 def from_file(path: str | os.PathLike, missing_ok: bool = False) -> dict | None:

@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import pickle
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,20 +40,15 @@ def read_score(path: str | os.PathLike) -> dict | None:
     state = read_checkpoint(path, mmap=True)
     candidates = [state] + (list(state.values()) if isinstance(state, Mapping) else [])
     for sd in candidates:
-        root = (getattr(sd, "_metadata", None) or {}).get("", {})
-        score = root.get(SCORE_KEY) if isinstance(root, Mapping) else None
-        if isinstance(score, Mapping):
-            return dict(score)
+        score = provenance.get_metadata(sd, SCORE_KEY)
+        if score is not None:
+            return score
     return None
 
 
 def _attach_score(state_dict: Mapping, score: Mapping) -> Mapping:
-    """Put ``score`` into ``state_dict``'s metadata (as ``provenance.attach`` does the training record)."""
-    if not hasattr(state_dict, "_metadata"):
-        state_dict = OrderedDict(state_dict)
-        state_dict._metadata = OrderedDict()  # type: ignore[attr-defined]
-    state_dict._metadata.setdefault("", {})[SCORE_KEY] = dict(score)  # type: ignore[attr-defined]
-    return state_dict
+    """Put ``score`` into ``state_dict``'s metadata, beside the training record."""
+    return provenance.put_metadata(state_dict, SCORE_KEY, score)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
