@@ -18,6 +18,10 @@ endpoint (response, recurrence), every arm scores the same held-out test phantom
   tumour``, the checkpoint of best validation AUC (the bundle's own rule) scored on the test phantoms by
   ``evaluate.json``.
 
+``--input_region tumour_centred`` gives the four network arms the bundle's other tumour input instead: a box of the
+ROI's size at the bundle's spacing centred on the tumour, not resized, so the tumour keeps its size in mm (the
+endpoints lean on it; ``tumour`` leaves only the tumour's share of its box).
+
 The regressions fit on the training and validation phantoms together; the finetuning trains on the training
 phantoms and selects on the validation ones. Every arm is paired against radiomics, against the ceiling, and the
 SMART arms against their random-init twins: AUC differences with a 95% percentile bootstrap over test cases
@@ -68,6 +72,7 @@ FULL = dict(
     pixdim=[2.5, 2.5, 2.5],
     roi=[64, 64, 64],
     crop_margin=16,
+    input_region="tumour",
     bin_width=25,
     n_bootstrap=2000,
 )
@@ -169,7 +174,7 @@ def radiomics_features(items: list[dict], s: dict, cache: Path) -> tuple:
 def _bundle_overrides(s: dict, endpoint: str) -> dict:
     """What every run of ``smart_response`` in this study changes in ``train.json`` + ``demo.json``."""
     return {
-        "input_region": "tumour",
+        "input_region": s["input_region"],
         "label_key": endpoint,
         "pixdim": s["pixdim"],
         "roi_size": s["roi"],
@@ -346,7 +351,7 @@ def markdown(result: dict, json_name: str) -> str:
         f"all). Raw numbers: `{json_name}`. {s['num']} phantoms (seed {s['phantom_seed']}, {s['grid'][0]}^3 voxels "
         f"of {s['spacing'][0]} mm): {s['train']} train, {s['val']} select (the finetuned arms' best validation AUC), "
         f"{n_test} test. Encoder: the demo preset; SMART weights `{result['pretrained']}`. Finetuning: "
-        f"`smart_response` train.json + demo.json with input_region tumour, {s['epochs']} epochs at batch "
+        f"`smart_response` train.json + demo.json with input_region {s['input_region']}, {s['epochs']} epochs at batch "
         f"{s['batch']}, lr {s['learning_rate']}, {s['pixdim'][0]} mm, ROI {s['roi'][0]}^3. AUCs with 95% bootstrap "
         f"CIs over test cases ({s['n_bootstrap']} "
         "resamples); differences paired on the same resamples.",
@@ -383,6 +388,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, help="finetuning epochs")
     parser.add_argument("--endpoints", nargs="+", choices=ENDPOINTS, default=list(ENDPOINTS))
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument(
+        "--input_region",
+        choices=("tumour", "tumour_centred"),
+        help="the network arms' input (smart_response's input_region): the tumour's box resized to the ROI "
+        "(default) or a fixed box at the bundle's spacing centred on the tumour (its size kept)",
+    )
     parser.add_argument("--work", type=Path, default=Path("outputs/outcome_study"), help="phantoms, features, runs")
     parser.add_argument("--results", type=Path, default=RESULTS / "outcome_study.json")
     parser.add_argument("--resume", action="store_true", help="keep the finetuned arms --work holds for these settings")
@@ -394,7 +405,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not Path(args.pretrained).is_file():
         parser.error(f"--pretrained {args.pretrained}: no such file")
     s = dict(QUICK if args.quick else FULL)
-    for key in ("num", "epochs"):
+    for key in ("num", "epochs", "input_region"):
         if getattr(args, key) is not None:
             s[key] = getattr(args, key)
     if s["num"] <= s["train"] + s["val"]:
@@ -414,7 +425,9 @@ def main(argv: list[str] | None = None) -> dict:
         features["radiomics"] = x
         features["volume"] = np.log(x[:, [names.index("original_shape_VoxelVolume")]])
     if any(a.startswith("frozen_") for a in arms):
-        features.update(encoder_features(everything, s, str(args.pretrained), work / "encoder_features.npz"))
+        features.update(
+            encoder_features(everything, s, str(args.pretrained), work / f"encoder_features_{s['input_region']}.npz")
+        )
     runs = result.setdefault("runs", {})
     result.setdefault("compare", {})
     result["prevalence"] = {}
@@ -434,7 +447,13 @@ def main(argv: list[str] | None = None) -> dict:
                 runs[key] = {"C": c, "n_features": int(features[arm].shape[1])}
             else:
                 run = finetune(
-                    arm, endpoint, s, data["lists"], args.pretrained, work / "runs" / endpoint / arm, args.resume
+                    arm,
+                    endpoint,
+                    s,
+                    data["lists"],
+                    args.pretrained,
+                    work / "runs" / s["input_region"] / endpoint / arm,
+                    args.resume,
                 )
                 missing = [i["case_id"] for i in test if Path(i["image"]).name not in run["scores"]]
                 if missing:

@@ -1,10 +1,12 @@
-"""Checking the on/off options the bundles' configs take from the command line."""
+"""Checking the options the bundles' configs take from the command line: on/off flags and named choices."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from monai.utils import str2bool
 
-__all__ = ["flag"]
+__all__ = ["choice", "flag"]
 
 
 def flag(name: str, value) -> bool:
@@ -29,3 +31,22 @@ def flag(name: str, value) -> bool:
         raise ValueError(
             f"{name} = {value!r}: not an on/off value (true/false, yes/no, 1/0, case-insensitive)"
         ) from None
+
+
+def choice(name: str, value, choices: Sequence[str]) -> str:
+    """A named option that must be one of ``choices`` (``--input_region tumour_centred``), returned unchanged.
+
+    A config that writes ``"$@a if @opt == 'x' else @b"`` treats a misspelt value as ``b`` without a word; routing the
+    value through this first makes it stop instead.
+
+    Args:
+        name: the option's config id, for the error.
+        value: its value.
+        choices: the accepted values.
+
+    Raises:
+        ValueError: ``"<name> = <value>: not one of ..."``.
+    """
+    if value not in choices:
+        raise ValueError(f"{name} = {value!r}: not one of {', '.join(map(repr, choices))}")
+    return value

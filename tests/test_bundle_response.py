@@ -83,3 +83,44 @@ def test_a_datalist_entry_without_the_endpoint_names_the_case(tmp_path, bundle_w
     bundle = root / "smart_response"
     proc = run_bundle_failure(bundle, ["train.json", "demo.json"], dataset_dir=data, pretrained_path="")
     assert "case phantom_001 has no 'response' label" in proc.stdout + proc.stderr
+
+
+def _tumour_case(folder: Path, name: str, radius_mm: float) -> dict:
+    """A 160 mm cube at 2 mm of -800 HU with a ball of ``radius_mm`` at 200 HU, off centre, and its mask."""
+    import nibabel as nib
+    import numpy as np
+
+    grid = np.stack(np.meshgrid(*[np.arange(80) * 2.0] * 3, indexing="ij"))
+    ball = (((grid - np.array([60.0, 90.0, 80.0])[:, None, None, None]) ** 2).sum(0) <= radius_mm**2).astype(np.uint8)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    item = {"image": str(folder / f"{name}.nii.gz"), "label": str(folder / f"{name}_mask.nii.gz"), "response": 1}
+    nib.save(nib.Nifti1Image(np.where(ball, 200.0, -800.0).astype(np.float32), affine), item["image"])
+    nib.save(nib.Nifti1Image(ball, affine), item["label"])
+    return item
+
+
+def _tumour_voxels(region: str, item: dict) -> tuple[tuple, int]:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / c) for c in ("train.json", "demo.json")])
+    overrides = {"input_region": region, "roi_size": [32, 32, 32], "pixdim": [2, 2, 2], "crop_margin": 2}
+    parser.update({"bundle_root": str(BUNDLE), **overrides})
+    image = parser.get_parsed_content("validate#preprocessing")(dict(item))["image"]
+    return tuple(image.shape), int((image > 0.5).sum())  # 200 HU -> 0.86, -800 HU -> 0.14 in the [-1000, 400] window
+
+
+def test_tumour_centred_keeps_the_tumours_size_where_tumour_rescales_it(tmp_path):
+    import nibabel as nib
+
+    small, large = _tumour_case(tmp_path, "small", 6.0), _tumour_case(tmp_path, "large", 12.0)
+    (shape, n_small), (_, n_large) = (_tumour_voxels("tumour_centred", i) for i in (small, large))
+    assert shape == (1, 32, 32, 32)
+    truth = [int(nib.load(i["label"]).get_fdata().sum()) for i in (small, large)]
+    assert (n_small, n_large) == tuple(truth)  # a fixed box at the training spacing, no resampling: the same voxels
+    # the box plus a fixed margin, resized to the ROI: each case by its own factor, so sizes come out compressed
+    (_, s), (_, big) = (_tumour_voxels("tumour", i) for i in (small, large))
+    assert s > 5 * truth[0] and big / s < 0.5 * truth[1] / truth[0]
+    with pytest.raises(RuntimeError) as error:  # MONAI's ConfigExpression wraps what the expression raised
+        _tumour_voxels("tumor", small)
+    assert "input_region = 'tumor': not one of 'whole', 'tumour', 'tumour_centred'" in str(error.value.__cause__)

@@ -53,7 +53,7 @@ def test_quick_study_scores_every_arm_on_the_same_cases(tmp_path):
     assert results.with_name("out_roc.png").stat().st_size > 0
 
     # --resume keeps the finetuned arm (no new training: the same scores, its run folder untouched)
-    run = tmp_path / "work" / "runs" / "response" / "finetuned_random" / "test" / "predictions.csv"
+    run = tmp_path / "work" / "runs" / "tumour" / "response" / "finetuned_random" / "test" / "predictions.csv"
     before = run.stat().st_mtime_ns
     again = outcome_study.main(args + ["--resume"])
     assert run.stat().st_mtime_ns == before
