@@ -303,6 +303,62 @@ def summarize(files: list[Path], md: Path) -> dict:
     return summary
 
 
+def curve(files: list[Path], png: Path) -> dict:
+    """Organ probe against pretraining length: for each exported teacher, its 1-NN and linear probe minus random
+    init's (same seed, same held-out phantoms) in every results file, one dot per seed and the mean over seeds
+    joined across lengths; only objectives run at two lengths or more are drawn, and where two files hold the same
+    objective, length and seed, the later one counts. Writes ``png`` and returns the
+    points (``{encoder: {iterations: [per seed]}}`` per probe).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points: dict = {"knn_1": {}, "linear": {}}
+    for f in files:
+        r = json.loads(f.read_text())
+        if "probes" not in r:
+            raise SystemExit(f"--curve: {f} has no probes")
+        it, seed = r["settings"]["iterations"], r["settings"]["seed"]
+        for name, probe_ in r["probes"].items():
+            if not name.endswith("_teacher"):
+                continue
+            for kind in points:  # one point per objective, length and seed: a later file's replaces an earlier's
+                gain = probe_[kind] - r["probes"][RANDOM_INIT][kind]
+                points[kind].setdefault(name.removesuffix("_teacher"), {}).setdefault(it, {})[seed] = gain
+    for kind in points:
+        points[kind] = {v: {it: list(by_seed.values()) for it, by_seed in d.items()} for v, d in points[kind].items()}
+    for kind in points:
+        points[kind] = {v: by_length for v, by_length in points[kind].items() if len(by_length) > 1}
+    if not points["knn_1"]:
+        raise SystemExit(f"--curve: no objective in {', '.join(map(str, files))} was run at two lengths")
+    lengths_all = sorted({it for by_length in points["knn_1"].values() for it in by_length})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
+    for ax, (kind, label) in zip(axes, (("knn_1", "organ 1-NN"), ("linear", "organ linear probe"))):
+        for i, (variant, by_length) in enumerate(sorted(points[kind].items())):
+            colour = f"C{i}"
+            lengths = sorted(by_length)
+            for it in lengths:
+                ax.scatter([it] * len(by_length[it]), by_length[it], color=colour, s=14, alpha=0.6)
+            means = [sum(by_length[it]) / len(by_length[it]) for it in lengths]
+            ax.plot(lengths, means, "-o", color=colour, label=variant)
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths_all, [str(it) for it in lengths_all])
+        ax.set_xlabel("pretraining iterations (batch 2)")
+        ax.set_ylabel(f"{label} - random init")
+        ax.set_title(f"{label}: exported teacher (dots: seeds; line: mean)", fontsize=9)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = png.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(png)
+    return points
+
+
 def check_goals(result: dict) -> list[dict]:
     """The issue's expectations, each with the numbers it was judged on."""
     runs, probes, spread = result["pretrain"], result["probes"], result["spread"]
@@ -473,7 +529,15 @@ def main(argv: list[str] | None = None) -> dict:
         metavar="JSON",
         help="no pretraining: one table over these results (one per seed) to --results's .md",
     )
+    parser.add_argument(
+        "--curve",
+        nargs="+",
+        metavar="JSON",
+        help="no pretraining: probe gain over random init against iterations, over these results, to --results's .png",
+    )
     args = parser.parse_args(argv)
+    if args.curve:
+        return curve([Path(f) for f in args.curve], Path(args.results).with_suffix(".png"))
     if args.summarize:
         return summarize([Path(f) for f in args.summarize], Path(args.results).with_suffix(".md"))
     s = dict(QUICK if args.quick else FULL)

@@ -104,3 +104,27 @@ def test_a_run_stopped_part_way_continues_from_its_checkpoint(tmp_path):
     assert first["resumed_from"] == 0 and first["iterations"] == 3
     again = bench.pretrain("simmim", dict(s, iterations=6), lists, tmp_path / "run")
     assert again["resumed_from"] == 3 and again["iterations"] == 6 and math.isfinite(again["loss_rec"])
+
+
+def test_curve_draws_each_objective_run_at_two_lengths_one_point_per_seed(tmp_path):
+    def results(name: str, iterations: int, seed: int, smart: float, simmim: float | None = None) -> str:
+        probes = {"random_init": {"knn_1": 0.5, "linear": 0.6}, "smart_teacher": {"knn_1": smart, "linear": 0.6}}
+        if simmim is not None:
+            probes["simmim_teacher"] = {"knn_1": simmim, "linear": 0.5}
+        path = tmp_path / name
+        path.write_text(json.dumps({"settings": {"iterations": iterations, "seed": seed}, "probes": probes}))
+        return str(path)
+
+    files = [
+        results("a.json", 640, 0, 0.6, simmim=0.55),  # SimMIM only at one length: not drawn
+        results("a_again.json", 640, 0, 0.7),  # the same length and seed again: the later file counts
+        results("b.json", 640, 1, 0.8),
+        results("c.json", 2560, 0, 0.4),
+    ]
+    points = bench.main(["--curve", *files, "--results", str(tmp_path / "curve.json")])
+    assert set(points["knn_1"]) == {"smart"}
+    assert sorted(points["knn_1"]["smart"][640]) == pytest.approx([0.2, 0.3])
+    assert points["knn_1"]["smart"][2560] == pytest.approx([-0.1])
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    with pytest.raises(SystemExit, match="two lengths"):
+        bench.main(["--curve", files[0], "--results", str(tmp_path / "one.json")])
