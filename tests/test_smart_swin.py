@@ -151,13 +151,17 @@ def test_cls_output_depends_on_the_volume_at_initialisation(token_init, differs)
     assert (net.cls_token.abs().max().item() == 0.0) == (token_init == "zeros")
 
 
-def test_authors_defaults_class_attention_heads_and_zero_mask_token():
+def test_authors_class_attention_heads_and_the_mask_tokens_start():
     net = SMARTSwin(**{**TINY, "num_heads": (1, 2, 3, 6)})
     assert net.class_attn_blocks[0].attn.num_heads == 3  # num_heads[2], as the SMART authors
     assert SMARTSwin(**TINY, class_attn_heads=6).class_attn_blocks[0].attn.num_heads == 6
-    assert torch.count_nonzero(net.mask_token) == 0
-    with pytest.raises(ValueError, match="token_init must be one of"):
-        SMARTSwin(**TINY, token_init="ones")
+    # SimMIM's truncated normal by default (a zero one overflows the student's gradient); the authors' zero on request
+    assert torch.count_nonzero(net.mask_token) == net.mask_token.numel() and net.mask_token.abs().max() <= 0.04
+    assert torch.count_nonzero(SMARTSwin(**TINY, mask_token_init="zeros").mask_token) == 0
+    assert torch.count_nonzero(SMARTSwin(**TINY, token_init="trunc_normal").mask_token) == net.mask_token.numel()
+    for bad in ({"token_init": "ones"}, {"mask_token_init": "ones"}):
+        with pytest.raises(ValueError, match="token_init and mask_token_init must be one of"):
+            SMARTSwin(**TINY, **bad)
     with pytest.raises(ValueError, match="linear_init one of"):
         SMARTSwin(**TINY, linear_init="xavier")
 

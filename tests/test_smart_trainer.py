@@ -43,9 +43,11 @@ def _loader(datalist: str, teacher_mask_ratio: float = 0.3, batch_size: int = 2)
     return DataLoader(Dataset(load_datalist(datalist), transform), batch_size=batch_size, shuffle=False)
 
 
-def _trainer(loader: DataLoader, max_epochs: int, schedule: SMARTSchedule | None = None, **kwargs) -> SMARTTrainer:
+def _trainer(
+    loader: DataLoader, max_epochs: int, schedule: SMARTSchedule | None = None, encoder: dict | None = None, **kwargs
+) -> SMARTTrainer:
     net = SMARTPretrainNet(
-        smart_swin("demo", drop_path_rate=0.0),
+        smart_swin("demo", drop_path_rate=0.0, **(encoder or {})),
         out_dim=K,
         head_hidden_dim=64,
         head_bottleneck_dim=32,
@@ -85,6 +87,30 @@ def test_teacher_gets_no_gradient_and_moves_only_by_ema(phantoms):
         torch.testing.assert_close(p, m * teacher_before[name] + (1 - m) * student[name], rtol=0, atol=1e-6)
         moved += int(not torch.equal(student[name], student_before[name]))
     assert moved > 10  # the student did take an optimizer step
+
+
+def test_the_first_step_has_a_finite_gradient_that_moves_every_encoder_bias(phantoms):
+    """Weight decay moves the weights even when every gradient is zero; the zero-initialised biases move only by a
+    gradient. With a zero mask token, masked windows were exact zero vectors in front of LayerNorms: the gradient
+    overflowed float32 (1e19-1e20 on the demo's phantoms), and clipping then zeroed every gradient at every step."""
+    trainer = _trainer(_loader(phantoms), max_epochs=2, freeze_last_layer_epochs=0)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: e.terminate())
+    encoder = trainer.network.encoder
+    zero_biases = [n for n, p in encoder.named_parameters() if n.endswith(".bias") and not p.any()]
+    outputs = _record(trainer)
+    trainer.run()
+    assert outputs[0]["grad_norm"] < 1e10  # 1e5 here; a zero mask token gives inf
+    params = dict(encoder.named_parameters())
+    unused = {n for n in zero_biases if n.startswith(("stages.3.", "class_attn")) and params[n].grad is None}
+    still = [n for n in zero_biases if n not in unused and not params[n].any()]
+    assert len(zero_biases) > 20 and not still, still
+
+
+def test_a_non_finite_gradient_stops_the_run_naming_the_tensor(phantoms):
+    trainer = _trainer(_loader(phantoms), max_epochs=1)
+    trainer.network.encoder.patch_embed.bias.register_hook(lambda g: g * float("inf"))
+    with pytest.raises(FloatingPointError, match=r"non-finite gradient norm at iteration 1 .*encoder.patch_embed.bias"):
+        trainer.run()
 
 
 def test_ema_arithmetic_for_a_known_momentum():

@@ -19,7 +19,7 @@ from ignite.engine import Engine, EventEnum, Events
 from monai.engines import Trainer
 from monai.engines.utils import IterationEvents, PrepareBatch
 from monai.utils import look_up_option
-from torch.nn.utils import clip_grad_norm_
+from torch.nn.utils import clip_grads_with_norm_
 
 from smart_nets import runtime
 from smart_nets.engines.ema import ema_update_
@@ -292,15 +292,33 @@ class SMARTTrainer(Trainer):
             if group.get("apply_weight_decay", False):
                 group["weight_decay"] = values["weight_decay"]
 
-    def _optimizer_step(self, engine: SMARTTrainer, loss: torch.Tensor) -> None:
+    def _optimizer_step(self, engine: SMARTTrainer, loss: torch.Tensor) -> float:
+        """Backward, the non-finite check, clipping, the frozen last layer and the optimizer step; returns the
+        student's gradient norm before clipping.
+
+        Raises:
+            FloatingPointError: when that norm is not finite outside float16 AMP (whose scaler skips such steps by
+                design). ``clip_grad_norm_`` would otherwise scale every gradient by ``clip_grad / inf = 0`` and the
+                step would only decay the weights: training that silently does nothing.
+        """
         engine.optimizer.zero_grad(set_to_none=True)
         scaler = engine.scaler if engine.amp else None  # created by run(); None in step() outside a run
         (scaler.scale(loss) if scaler is not None else loss).backward()
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if scaler is not None:
             scaler.unscale_(engine.optimizer)
-        if engine.clip_grad > 0:
-            clip_grad_norm_(engine.network.parameters(), engine.clip_grad)
+        grads = [p.grad for p in engine.network.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm(grads)
+        if scaler is None and not torch.isfinite(grad_norm):
+            named = [(n, p.grad) for n, p in unwrap(engine.network).named_parameters() if p.grad is not None]
+            largest = sorted(((float(g.double().norm()), n) for n, g in named), reverse=True)[:5]
+            raise FloatingPointError(
+                f"non-finite gradient norm at iteration {engine.state.iteration} (the loss was finite); the largest "
+                f"per-tensor gradient norms: {', '.join(f'{n} {v:.3g}' for v, n in largest)}. Exactly-zero tokens "
+                "in front of a LayerNorm do this (a zero mask_token, zero-initialised embeddings)."
+            )
+        if engine.clip_grad > 0:  # clip_grad_norm_ in two halves, the norm computed once
+            clip_grads_with_norm_(engine.network.parameters(), engine.clip_grad, grad_norm)
         if engine.state.iteration <= engine.freeze_last_layer_epochs * engine.state.epoch_length:
             for name, p in engine.network.named_parameters():
                 if "last_layer" in name:
@@ -310,6 +328,7 @@ class SMARTTrainer(Trainer):
             scaler.update()
         else:
             engine.optimizer.step()
+        return float(grad_norm)
 
     def _iteration(self, engine: SMARTTrainer, batchdata: dict) -> list[dict]:
         """One SMART step.
@@ -342,7 +361,7 @@ class SMARTTrainer(Trainer):
         if not torch.isfinite(losses["loss"]):
             parts = {k: float(v) for k, v in losses.items()}
             raise FloatingPointError(f"non-finite SMART loss at iteration {engine.state.iteration}: {parts}")
-        engine._optimizer_step(engine, losses["loss"])
+        grad_norm = engine._optimizer_step(engine, losses["loss"])
         ema_update_(engine.teacher, unwrap(engine.network), values["momentum"])
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         engine.state.distillation = {
@@ -358,4 +377,5 @@ class SMARTTrainer(Trainer):
         output.update({f"loss_cls_{t}": float(v) for t, v in zip(tokens, losses["cls_per_token"].detach())})
         output.update(values)
         output["masked_fraction"] = float(masks.float().mean())
+        output["grad_norm"] = grad_norm  # before clipping
         return [output]

@@ -96,17 +96,23 @@ class SMARTSwin(nn.Module):
         layer_scale_init: initial LayerScale of the class-attention blocks (CaiT).
         normalize: layer-normalize (without affine) the returned ``hidden_states``, as MONAI's SwinUNETR does.
         use_checkpoint: gradient checkpointing of the Swin blocks (less memory, more compute).
-        token_init: how the [CLS] and mask tokens start: ``"zeros"`` (the SMART authors' code; the [CLS] output then
-            depends on the input from the first step) or ``"trunc_normal"`` (std 0.02, CaiT/timm and SimMIM; behind
-            LayerScale 1e-4 the constant token swamps the input-dependent update, so the [CLS] output starts the
-            same for every volume).
+        token_init: how the [CLS] token starts: ``"zeros"`` (the SMART authors' code; the [CLS] output then depends on
+            the input from the first step) or ``"trunc_normal"`` (std 0.02, CaiT/timm; behind LayerScale 1e-4 the
+            constant token swamps the input-dependent update, so the [CLS] output starts the same for every volume).
+            Before smart-nets 0.11 it set the mask token too.
+        mask_token_init: how the mask token starts: ``"trunc_normal"`` (std 0.02, SimMIM's Swin) or ``"zeros"`` (the
+            SMART authors' code, and the default of smart-nets 0.8-0.10). A zero mask token makes every window that
+            masking covers a window of exactly zero vectors, which stay zero through the stage (zero biases at
+            start) and sit where LayerNorm's gradient is ``1 / sqrt(eps)``, about 316; chained over a stage's
+            LayerNorms the student's gradient reaches 1e19-1e20 at the first step, its float32 norm overflows, and
+            gradient clipping then scales every gradient to zero.
         linear_init: initial weights of the linear layers: ``"trunc_normal"`` (std 0.02, Swin/CaiT/timm) or
             ``"torch"`` (PyTorch's default, Kaiming-uniform, which the SMART authors' backbone keeps since its
             ``init_weights`` is never called: larger weights, so features vary more across inputs at the start).
 
     Raises:
         ValueError: on a non-positive or mis-sized argument, heads that do not divide a stage's width, or an
-            unknown ``token_init``/``linear_init``.
+            unknown ``token_init``/``mask_token_init``/``linear_init``.
     """
 
     def __init__(
@@ -129,12 +135,13 @@ class SMARTSwin(nn.Module):
         use_checkpoint: bool = False,
         token_init: str = "zeros",
         linear_init: str = "trunc_normal",
+        mask_token_init: str = "trunc_normal",
     ) -> None:
         super().__init__()
-        if token_init not in TOKEN_INITS or linear_init not in LINEAR_INITS:
+        if token_init not in TOKEN_INITS or mask_token_init not in TOKEN_INITS or linear_init not in LINEAR_INITS:
             raise ValueError(
-                f"token_init must be one of {TOKEN_INITS} and linear_init one of {LINEAR_INITS}, "
-                f"got {token_init!r} and {linear_init!r}."
+                f"token_init and mask_token_init must be one of {TOKEN_INITS} and linear_init one of {LINEAR_INITS}, "
+                f"got {token_init!r}, {mask_token_init!r} and {linear_init!r}."
             )
         in_channels, feature_size, patch_size, num_class_attn_blocks = _check_positive(
             "in_channels, feature_size, patch_size and num_class_attn_blocks",
@@ -222,6 +229,7 @@ class SMARTSwin(nn.Module):
         self.norm = nn.LayerNorm(self.embed_dim)
         if token_init == "trunc_normal":
             trunc_normal_(self.cls_token, std=0.02)
+        if mask_token_init == "trunc_normal":
             trunc_normal_(self.mask_token, std=0.02)
         self.linear_init = linear_init
         self.apply(self._init_weights)
