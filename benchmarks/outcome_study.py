@@ -320,6 +320,8 @@ def roc_figure(path: Path, labels: dict[str, list[int]], scores: dict[str, dict[
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_auc_score, roc_curve
 
+    from smart_nets.io import atomic_path
+
     fig, axes = plt.subplots(1, len(labels), figsize=(5.5 * len(labels), 5), squeeze=False)
     for ax, (endpoint, y) in zip(axes[0], labels.items()):
         for arm, score in scores[endpoint].items():
@@ -330,10 +332,9 @@ def roc_figure(path: Path, labels: dict[str, list[int]], scores: dict[str, dict[
         ax.set(title=f"{endpoint} (n = {len(y)} test phantoms)", xlabel="1 - specificity", ylabel="sensitivity")
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
 def _ci(d: dict, low: str = "ci_low", high: str = "ci_high", value: str = "auc", signed: bool = False) -> str:

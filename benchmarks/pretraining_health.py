@@ -315,6 +315,8 @@ def curve(files: list[Path], png: Path) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from smart_nets.io import atomic_path
+
     points: dict = {"knn_1": {}, "linear": {}}
     for f in files:
         r = json.loads(f.read_text())
@@ -327,10 +329,10 @@ def curve(files: list[Path], png: Path) -> dict:
             for kind in points:  # one point per objective, length and seed: a later file's replaces an earlier's
                 gain = probe_[kind] - r["probes"][RANDOM_INIT][kind]
                 points[kind].setdefault(name.removesuffix("_teacher"), {}).setdefault(it, {})[seed] = gain
-    for kind in points:
-        points[kind] = {v: {it: list(by_seed.values()) for it, by_seed in d.items()} for v, d in points[kind].items()}
-    for kind in points:
-        points[kind] = {v: by_length for v, by_length in points[kind].items() if len(by_length) > 1}
+    for kind in points:  # seeds to lists; objectives run at one length only dropped
+        points[kind] = {
+            v: {it: list(by_seed.values()) for it, by_seed in d.items()} for v, d in points[kind].items() if len(d) > 1
+        }
     if not points["knn_1"]:
         raise SystemExit(f"--curve: no objective in {', '.join(map(str, files))} was run at two lengths")
     lengths_all = sorted({it for by_length in points["knn_1"].values() for it in by_length})
@@ -351,11 +353,9 @@ def curve(files: list[Path], png: Path) -> dict:
         ax.set_title(f"{label}: exported teacher (dots: seeds; line: mean)", fontsize=9)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(png)
     return points
 
 
