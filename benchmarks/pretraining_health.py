@@ -303,6 +303,53 @@ def summarize(files: list[Path], md: Path) -> dict:
     return summary
 
 
+def merge(files: list[Path], out: Path) -> dict:
+    """One results file from several of the same settings and seed that pretrained other variants (in parallel):
+    their runs, spreads and probes together, the paired CIs against random init and SimMIM only's teacher recomputed
+    from the per-embedding hits, and the goals. Random init's probe must agree across the files (same seed, same
+    held-out phantoms): it is the pairing's common reference.
+
+    Raises:
+        SystemExit: files of other settings, without probes, with a variant twice, or whose random init differs.
+    """
+    if out in files:
+        raise SystemExit(f"--merge would overwrite {out}, one of its inputs: give another --results")
+    results = [json.loads(f.read_text()) for f in files]
+    if any(r["settings"] != results[0]["settings"] for r in results):
+        raise SystemExit(f"--merge: {', '.join(map(str, files))} differ in their settings")
+    if any("probes" not in r for r in results):
+        raise SystemExit(f"--merge: {[str(f) for f, r in zip(files, results) if 'probes' not in r]} have no probes")
+    merged = {k: results[0][k] for k in ("command", "settings", "machine", "out_dim") if k in results[0]}
+    merged.update(merged_from=[str(f) for f in files], pretrain={}, spread={}, probes={})
+    reference = results[0]["probes"][RANDOM_INIT]["hits"]
+    for f, r in zip(files, results):
+        if r["probes"][RANDOM_INIT]["hits"] != reference:
+            raise SystemExit(
+                f"--merge: random init's probe in {f} differs from {files[0]}'s: not the same held-out set"
+            )
+        for key in ("pretrain", "spread", "probes"):
+            for name, value in r[key].items():
+                if name in merged[key] and name != RANDOM_INIT:
+                    raise SystemExit(f"--merge: {name} is in more than one of {', '.join(map(str, files))}")
+                merged[key][name] = value
+    s = results[0]["settings"]
+    hits = {name: p["hits"] for name, p in merged["probes"].items()}
+    cases = merged["probes"][RANDOM_INIT]["cases"]
+    for name, p in merged["probes"].items():
+        for ref in (RANDOM_INIT, "simmim_teacher"):
+            if name != ref and ref in hits:
+                p[f"vs_{ref}"] = {
+                    kind: paired_bootstrap(hits[name][kind], hits[ref][kind], cases, s["n_bootstrap"], s["seed"])
+                    for kind in ("knn_1", "linear")
+                }
+    merged["goals"] = check_goals(merged)
+    merged["wall_minutes"] = max(r.get("wall_minutes", 0.0) for r in results)  # they ran side by side
+    write_json(out, merged)
+    write_text(out.with_suffix(".md"), markdown(merged, out.name))
+    logging.getLogger(__name__).info("wrote %s and %s", out, out.with_suffix(".md"))
+    return merged
+
+
 def curve(files: list[Path], png: Path) -> dict:
     """Organ probe against pretraining length: for each exported teacher, its 1-NN and linear probe minus random
     init's (same seed, same held-out phantoms) in every results file, one dot per seed and the mean over seeds
@@ -422,7 +469,8 @@ def markdown(result: dict, json_name: str) -> str:
     lines = [
         "# Pretraining health: does SMART pretraining learn?",
         "",
-        f"Command: `{result['command']}`; wall time {result['wall_minutes']:.1f} min; {result['machine']['cpu']}, "
+        f"Command: `{result['command']}`; wall time {result['wall_minutes']:.1f} min; "
+        f"{result['machine'].get('gpu') or result['machine']['cpu']}, "
         f"{result['machine']['torch_threads']} threads, torch {result['machine']['torch']}. Every number: "
         f"[{json_name}]({json_name}).",
         "",
@@ -508,6 +556,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, help="pretraining seed")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=DEFAULT_VARIANTS)
     parser.add_argument("--heldout", type=int, help="held-out phantoms for the probes")
+    parser.add_argument("--batch", type=int, help="volumes per pretraining step (two views each)")
     parser.add_argument("--work", default="/tmp/pretraining_health", help="phantoms and runs")
     parser.add_argument(
         "--set",
@@ -530,12 +579,21 @@ def main(argv: list[str] | None = None) -> dict:
         help="no pretraining: one table over these results (one per seed) to --results's .md",
     )
     parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="no pretraining: one results file (--results) from these, of the same settings and seed but other "
+        "variants (runs made in parallel, benchmarks.pretraining_parallel), with the paired CIs across them",
+    )
+    parser.add_argument(
         "--curve",
         nargs="+",
         metavar="JSON",
         help="no pretraining: probe gain over random init against iterations, over these results, to --results's .png",
     )
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge([Path(f) for f in args.merge], Path(args.results))
     if args.curve:
         return curve([Path(f) for f in args.curve], Path(args.results).with_suffix(".png"))
     if args.summarize:
@@ -544,7 +602,12 @@ def main(argv: list[str] | None = None) -> dict:
     s.update(
         {
             k: v
-            for k, v in (("iterations", args.iterations), ("seed", args.seed), ("heldout", args.heldout))
+            for k, v in (
+                ("iterations", args.iterations),
+                ("seed", args.seed),
+                ("heldout", args.heldout),
+                ("batch", args.batch),
+            )
             if v is not None
         }
     )

@@ -81,3 +81,32 @@ def test_the_record_keeps_the_encoder_and_a_resumable_checkpoint_keeps_it_too(tm
     net = torch.nn.Linear(2, 2)
     torch.save({"network": provenance.attach(net.state_dict(), record), "optimizer": {}}, tmp_path / "ck.pt")
     assert provenance.from_file(tmp_path / "ck.pt") == record
+
+
+def _targets(node):
+    if isinstance(node, dict):
+        if isinstance(node.get("_target_"), str):
+            yield node["_target_"]
+        for value in node.values():
+            yield from _targets(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _targets(value)
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_no_config_target_is_also_the_name_of_a_module(bundle):
+    """A ``_target_`` whose dotted path is also a module (``smart_nets.networks.nets.smart_swin`` was the function
+    re-exported by the package and the module ``smart_swin.py``) is located as that module by Python 3.12's
+    ``pydoc.locate``, which MONAI uses: every bundle failed to build its network there, and not on 3.11."""
+    import importlib.util
+
+    configs = sorted((REPO / "bundles" / bundle / "configs").glob("*.json"))
+    targets = {t for c in configs for t in _targets(json.loads(c.read_text())) if "." in t}
+    assert targets, f"no dotted _target_ in {bundle}'s configs"
+    for target in sorted(targets):
+        try:
+            spec = importlib.util.find_spec(target)
+        except ModuleNotFoundError:  # a parent is not a package: the name is an attribute
+            spec = None
+        assert spec is None, f"{bundle}: _target_ {target!r} is also a module ({spec.origin}): name the object's module"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,6 +73,34 @@ def test_quick_health_check_fills_every_cell(tmp_path):
     assert "| `smart_mild_teacher` |" in (tmp_path / "s.md").read_text()
     with pytest.raises(SystemExit, match="overwrite"):
         bench.main(["--summarize", str(results), "--results", str(results)])
+
+    # --merge: variants pretrained in separate processes, one file each, give the file one process would have
+    def part(variants: set[str], name: str) -> str:
+        r = json.loads(results.read_text())
+        for key in ("pretrain", "spread"):
+            r[key] = {k: v for k, v in r[key].items() if k in variants or k == "random_init"}
+        keep = {"random_init"} | {f"{v}_{w}" for v in variants for w in ("teacher", "student")}
+        r["probes"] = {
+            k: {m: x for m, x in v.items() if not m.startswith("vs_")} for k, v in r["probes"].items() if k in keep
+        }
+        (tmp_path / name).write_text(json.dumps(r))
+        return str(tmp_path / name)
+
+    whole = json.loads(results.read_text())
+    parts = [part({"smart", "dino_ibot"}, "a.json"), part({"simmim", "smart_mild"}, "b.json")]
+    merged = bench.main(["--merge", *parts, "--results", str(tmp_path / "merged.json")])
+    assert set(merged["pretrain"]) == set(whole["pretrain"]) and set(merged["probes"]) == set(whole["probes"])
+    for name, probe in merged["probes"].items():
+        for ref in {"random_init", "simmim_teacher"} - {name}:
+            assert probe[f"vs_{ref}"] == whole["probes"][name][f"vs_{ref}"], (name, ref)
+    assert "| `smart_teacher` |" in (tmp_path / "merged.md").read_text()
+    with pytest.raises(SystemExit, match="more than one"):
+        bench.main(["--merge", parts[0], parts[0], "--results", str(tmp_path / "twice.json")])
+    shifted = json.loads(Path(parts[1]).read_text())
+    shifted["probes"]["random_init"]["hits"]["knn_1"][0] ^= 1
+    (tmp_path / "c.json").write_text(json.dumps(shifted))
+    with pytest.raises(SystemExit, match="random init"):
+        bench.main(["--merge", parts[0], str(tmp_path / "c.json"), "--results", str(tmp_path / "bad.json")])
 
 
 def test_mild_variants_cut_the_views_of_train_json():

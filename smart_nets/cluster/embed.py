@@ -43,7 +43,7 @@ def pool_in_masks(
     Returns:
         ``{label: (C,) float32 array}`` for each organ found.
     """
-    organs = torch.as_tensor(organs)
+    organs = torch.as_tensor(organs, device=features.device)  # the features' device: a GPU's, with the encoder's
     organs = organs[0] if organs.ndim == 4 else organs
     if organs.ndim != 3 or features.ndim != 4:
         raise ValueError(f"need features (C, d, h, w) and an organ map (D, H, W), got {features.shape}, {organs.shape}")

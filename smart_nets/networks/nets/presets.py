@@ -3,7 +3,7 @@
 timm registers each model variant under a name (``swin_base_patch4_window7_224``) so that its hyper-parameters live
 in one place; this is the same idea for the one encoder of this package. A config writes::
 
-    "encoder_def": {"_target_": "smart_nets.networks.nets.smart_swin", "preset": "paper", "drop_path_rate": 0.1}
+    "encoder_def": {"_target_": "smart_nets.networks.nets.presets.smart_swin", "preset": "paper", "drop_path_rate": 0.1}
 
 and a demo override ``"encoder_def#preset": "demo"``; any field can still be overridden on its own
 (``"encoder_def#feature_size": 24``). Training choices (drop-path rate, token and weight initialisation, gradient
