@@ -113,6 +113,16 @@ def test_a_non_finite_gradient_stops_the_run_naming_the_tensor(phantoms):
         trainer.run()
 
 
+def test_a_non_finite_loss_stops_the_run_naming_its_parts_before_any_update(phantoms):
+    trainer = _trainer(_loader(phantoms), max_epochs=1)
+    # a NaN reconstruction: the loss, its rec part and every gradient become NaN
+    trainer.network.recon_head.register_forward_hook(lambda module, args, out: out * float("nan"))
+    before = {n: p.detach().clone() for n, p in trainer.network.named_parameters()}
+    with pytest.raises(FloatingPointError, match=r"non-finite SMART loss at iteration 1: \{.*'rec': nan"):
+        trainer.run()
+    assert all(torch.equal(p, before[n]) for n, p in trainer.network.named_parameters())  # no step was taken
+
+
 def test_ema_arithmetic_for_a_known_momentum():
     student, teacher = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
     with torch.no_grad():
