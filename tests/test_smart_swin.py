@@ -205,3 +205,26 @@ def test_reconstruction_head_is_its_convolution_pixel_shuffled():
     (grad,) = torch.autograd.grad(out.square().sum(), x)
     (grad_ref,) = torch.autograd.grad(reference.square().sum(), x)
     torch.testing.assert_close(grad, grad_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_the_class_attention_readers_skip_the_last_stage_and_give_the_same_outputs():
+    """SMARTClassifier and EncoderAttentionMap read stage 3's tokens only: the last stage is not run for them."""
+    from smart_nets.networks.nets import EncoderAttentionMap, SMARTClassifier, attention_heatmap
+
+    torch.manual_seed(0)
+    encoder = SMARTSwin(**TINY).eval()
+    calls = []
+    encoder.stages[-1].register_forward_hook(lambda *args: calls.append(1))
+    classifier = SMARTClassifier(encoder).eval()
+    x = torch.randn(2, 1, 64, 64, 64)
+    with torch.no_grad():
+        full = encoder.forward_class_attention(encoder.forward_features(x))
+        assert calls == [1]
+        logits, heatmap = classifier(x), EncoderAttentionMap(encoder)(x)
+        expected = classifier.head(torch.cat((full.cls_token, full.pooled), dim=1))
+    assert calls == [1]  # neither ran it
+    torch.testing.assert_close(logits, expected)
+    torch.testing.assert_close(heatmap, attention_heatmap(full.attn_map, x.shape[2:], encoder.token_stride))
+    assert len(encoder.forward_features(x, num_stages=0)) == 1
+    with pytest.raises(ValueError, match="num_stages must be in 0..4, got 5"):
+        encoder.forward_features(x, num_stages=5)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from smart_nets.networks.nets.smart_swin import SMARTSwin
+from smart_nets.networks.nets.smart_swin import CLASS_ATTN_STAGE, SMARTSwin
 
 __all__ = ["attention_heatmap", "EncoderAttentionMap"]
 
@@ -37,5 +37,6 @@ class EncoderAttentionMap(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: ``(B, C, D, H, W)``. Returns: ``(B, 1, D, H, W)`` relative attention."""
-        attn = self.encoder.forward_class_attention(self.encoder.forward_features(x)).attn_map
+        features = self.encoder.forward_features(x, num_stages=CLASS_ATTN_STAGE)  # the last stage is not read
+        attn = self.encoder.forward_class_attention(features).attn_map
         return attention_heatmap(attn, x.shape[2:], self.encoder.token_stride)

@@ -76,5 +76,5 @@ class SMARTClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: ``(B, in_channels, D, H, W)``. Returns: ``(B, num_classes)`` logits."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
-            out = self.encoder.forward_class_attention(self.encoder.forward_features(x))
+            out = self.encoder.forward_class_attention(self.encoder.forward_features(x, num_stages=CLASS_ATTN_STAGE))
         return self.head(torch.cat((out.cls_token, out.pooled), dim=1))

@@ -289,27 +289,33 @@ class SMARTSwin(nn.Module):
             out.append(f.permute(0, 4, 1, 2, 3))
         return tuple(out)
 
-    def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def forward_features(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, num_stages: int | None = None
+    ) -> list[torch.Tensor]:
         """The Swin trunk alone, without class attention.
 
         Args:
             x: ``(B, in_channels, D, H, W)``, each spatial size a multiple of ``size_divisor`` (32 for patch 2).
             mask: optional bool mask over the token grid, ``(B, N)`` or ``(B, D/16, H/16, W/16)``; ``True`` tokens
                 (1 = remove, as in MAE) have their patch embeddings replaced by the learnable mask token.
+            num_stages: run only the first this many stages (all by default); ``CLASS_ATTN_STAGE`` is all that
+                :meth:`forward_class_attention` reads, which spares the last stage where nothing else needs it.
 
         Returns:
-            Five channels-last maps: the patch embedding ``(B, D/2, H/2, W/2, C)`` and the merged output of each
-            stage, ``(B, D/2^(i+1), H/2^(i+1), W/2^(i+1), 2^i C)`` for i = 1..4.
+            The channels-last maps: the patch embedding ``(B, D/2, H/2, W/2, C)`` and the merged output of each
+            stage run, ``(B, D/2^(i+1), H/2^(i+1), W/2^(i+1), 2^i C)`` for i = 1..4 (five maps by default).
 
         Raises:
-            ValueError: on an input or mask of the wrong shape or dtype.
+            ValueError: on an input or mask of the wrong shape or dtype, or ``num_stages`` outside 0..4.
         """
+        if num_stages is not None and not 0 <= num_stages <= len(self.stages):
+            raise ValueError(f"num_stages must be in 0..{len(self.stages)}, got {num_stages}")
         grid = self._check_input(x)
         h = self.patch_norm(self.patch_embed(x).permute(0, 2, 3, 4, 1))
         if mask is not None:
             h = self._apply_mask(h, mask, grid)
         features = [self.pos_drop(h)]
-        for stage in self.stages:
+        for stage in self.stages[:num_stages]:
             features.append(stage(features[-1]))
         return features
 
