@@ -122,6 +122,15 @@ VARIANTS = {
         "teacher_mask_ratio": 0.3,
     },
     "dino_bn_student_masked": {**DINO, "network_def#head_use_bn": True, "train#trainer#mask_ratio": 0.75},
+    # towards iBOT's masking from SMART's (every view, 75%): fewer tokens, then half of the views (iBOT: 10-50% of
+    # the tokens of half the views)
+    "dino_bn_student_masked30": {**DINO, "network_def#head_use_bn": True, "train#trainer#mask_ratio": 0.3},
+    "dino_bn_student_masked30_half": {
+        **DINO,
+        "network_def#head_use_bn": True,
+        "train#trainer#mask_ratio": 0.3,
+        "train#trainer#mask_probability": 0.5,
+    },
     "dino_bn_teacher_noised": {**DINO, "network_def#head_use_bn": True, "teacher_mask_ratio": 0.3},
     # SMART with a tenth of the reconstruction weight (w_rec 1 instead of 10): its gradient on the encoder, 4-5x
     # DINO's on smart_bn's final checkpoint (loss_gradients.py), takes most of the globally clipped (0.3) update

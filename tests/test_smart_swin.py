@@ -204,7 +204,9 @@ def test_reconstruction_head_is_its_convolution_pixel_shuffled():
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
     (grad,) = torch.autograd.grad(out.square().sum(), x)
     (grad_ref,) = torch.autograd.grad(reference.square().sum(), x)
-    torch.testing.assert_close(grad, grad_ref, rtol=1e-5, atol=1e-6)
+    # float32 sums in another order (the convolution's backward against F.linear's): 2.7e-6 apart at one element in a
+    # fresh-clone run (gradients up to ~0.1); a wrong product form differs by the gradient itself
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-4, atol=1e-5)
 
 
 def test_the_class_attention_readers_skip_the_last_stage_and_give_the_same_outputs():
