@@ -185,6 +185,11 @@ def bundle_checks(work: Path, tiny: bool) -> dict:
     return results
 
 
+def failed_bundles(rows: dict) -> list[str]:
+    """The bundles whose checks in ``bundle_checks``'s result stopped with an error."""
+    return [b for b, row in rows.items() if isinstance(row, dict) and "error" in row]
+
+
 def _bundle_check(bundle: str, work: Path, data: Path, images: list[str], tiny: bool, trt_ok: bool) -> dict:
     """One bundle's epoch, export and inference with every runtime (``bundle_checks``).
 
@@ -246,8 +251,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         if args.allow_cpu:
             with tempfile.TemporaryDirectory() as work:
-                rows = bundle_checks(Path(work), tiny=True)
-            failed = [b for b, row in rows.items() if isinstance(row, dict) and "error" in row]
+                failed = failed_bundles(bundle_checks(Path(work), tiny=True))
             if failed:
                 raise SystemExit(f"bundle checks failed: {', '.join(failed)}")
             return
@@ -285,7 +289,7 @@ def main() -> None:
             print(key, results[key], flush=True)
     if args.out:
         write_json(Path(args.out), results, indent=2)
-    failed = [b for b, row in results["bundles"].items() if isinstance(row, dict) and "error" in row]
+    failed = failed_bundles(results["bundles"])
     if failed or not results["parity"]["ok"]:
         raise SystemExit(f"GPU checks failed: {', '.join(failed + ([] if results['parity']['ok'] else ['parity']))}")
 

@@ -168,15 +168,22 @@ def probe(encoders: dict[str, str | None], s: dict, lists: dict, out: Path) -> d
         }
     cases = data[f"{first}_cases"]
     # paired CIs when the settings ask for them (label_efficiency_v2 probes with its own, which do not)
+    add_paired_cis(result, hits, cases, s)
+    return result
+
+
+def add_paired_cis(probes: dict, hits: dict, cases, s: dict) -> None:
+    """Each probe's ``vs_random_init`` and ``vs_simmim_teacher`` (where that encoder was probed): the paired
+    differences of ``paired_bootstrap``, ``hits`` each encoder's per-embedding hits; none when the settings ask for
+    no bootstrap (``label_efficiency_v2`` probes with its own)."""
     references = [r for r in (RANDOM_INIT, "simmim_teacher") if r in hits] if s.get("n_bootstrap") else []
-    for name in encoders:
+    for name in probes:
         for ref in references:
             if name != ref:
-                result[name][f"vs_{ref}"] = {
+                probes[name][f"vs_{ref}"] = {
                     kind: paired_bootstrap(hits[name][kind], hits[ref][kind], cases, s["n_bootstrap"], s["seed"])
                     for kind in ("knn_1", "linear")
                 }
-    return result
 
 
 def paired_bootstrap(a, b, cases, n: int, seed: int) -> dict:
@@ -332,16 +339,8 @@ def merge(files: list[Path], out: Path) -> dict:
                 if name in merged[key] and name != RANDOM_INIT:
                     raise SystemExit(f"--merge: {name} is in more than one of {', '.join(map(str, files))}")
                 merged[key][name] = value
-    s = results[0]["settings"]
     hits = {name: p["hits"] for name, p in merged["probes"].items()}
-    cases = merged["probes"][RANDOM_INIT]["cases"]
-    for name, p in merged["probes"].items():
-        for ref in (RANDOM_INIT, "simmim_teacher"):
-            if name != ref and ref in hits:
-                p[f"vs_{ref}"] = {
-                    kind: paired_bootstrap(hits[name][kind], hits[ref][kind], cases, s["n_bootstrap"], s["seed"])
-                    for kind in ("knn_1", "linear")
-                }
+    add_paired_cis(merged["probes"], hits, merged["probes"][RANDOM_INIT]["cases"], results[0]["settings"])
     merged["goals"] = check_goals(merged)
     merged["wall_minutes"] = max(r.get("wall_minutes", 0.0) for r in results)  # they ran side by side
     write_json(out, merged)

@@ -2,9 +2,9 @@
 
 For a machine with many cores or a GPU that one demo-scale run leaves mostly idle: every run
 (``variant:seed[:iterations[:batch]]``) is its own ``pretraining_health`` process on phantoms generated once, with
-``--threads`` intra-op threads each. Then the runs of
-the same seed, length and batch are merged (``pretraining_health --merge``) into one results file with the paired CIs
-across variants, ``<results>_it<N>_b<B>_seed<S>.json`` and ``.md``.
+``--threads`` intra-op threads each. Then the runs of the same seed, length and batch are merged
+(``pretraining_health --merge``) into one results file with the paired CIs across variants,
+``<results>_it<N>_b<B>_seed<S>.json`` and ``.md``.
 
 ``--budget SECONDS`` sizes the runs to the time left: all runs first pretrain ``--calibrate`` iterations at once (the
 same processes side by side, so the seconds per iteration include their contention), then each run's length is
