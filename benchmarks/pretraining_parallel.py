@@ -110,10 +110,18 @@ def launch(runs: list[dict], args, shared: Path, work: Path, out: Path, deadline
                     "log": str(work / name / "log.txt"),
                 }
                 if not ok:
-                    tail = (work / name / "log.txt").read_text().splitlines()[-15:]
-                    log.error("%s failed (exit %s):\n%s", name, code, "\n".join(tail))
+                    log.error("%s failed (exit %s):\n%s", name, code, failure_excerpt(work / name / "log.txt"))
         time.sleep(1.0)
     return done
+
+
+def failure_excerpt(path: Path, limit: int = 80) -> str:
+    """What a failed run's log says of its failure: from its first traceback on (the root cause, not only the last
+    frames of a chained one), else its last lines; at most ``limit`` lines, the end kept."""
+    lines = path.read_text(errors="replace").splitlines()
+    first = next((i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")), None)
+    lines = lines[first:] if first is not None else lines[-15:]
+    return "\n".join(lines if len(lines) <= limit else ["...", *lines[-limit:]])
 
 
 def fit(runs: list[dict], calibration: dict[str, dict], calibrate: int, seconds_left: float) -> list[dict]:

@@ -36,3 +36,17 @@ def test_runs_are_halved_until_their_estimate_fits_and_dropped_when_none_does(tm
     # 0.1 s/it x 1.2 margin: 10240 -> 5120 (648 s with the 33.6 s) fits 700 s, 10240 (1262 s) does not
     assert fitted[0]["iterations"] == 5120 and fitted[0]["asked"] == 10240
     assert fitted[0]["estimate"] == pytest.approx(0.1 * 5120 * 1.2 + 33.6)
+
+
+def test_a_failed_runs_excerpt_starts_at_its_first_traceback(tmp_path):
+    log = tmp_path / "log.txt"
+    chained = ["progress 1"] * 50 + ["Traceback (most recent call last):", "  root frame", "ValueError: root cause"]
+    chained += ["", "During handling of the above exception, another exception occurred:", ""]
+    chained += ["Traceback (most recent call last):"] + ["  frame"] * 20 + ["RuntimeError: wrapper"]
+    log.write_text("\n".join(chained))
+    excerpt = par.failure_excerpt(log).splitlines()
+    assert excerpt[0].startswith("Traceback") and "ValueError: root cause" in excerpt
+    assert excerpt[-1] == "RuntimeError: wrapper" and "progress 1" not in excerpt
+    assert len(par.failure_excerpt(log, limit=5).splitlines()) == 6  # "..." and the last five
+    log.write_text("\n".join(f"line {i}" for i in range(40)))  # no traceback: the end
+    assert par.failure_excerpt(log).splitlines() == [f"line {i}" for i in range(25, 40)]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchmarks.common import monai_twin
-from smart_nets.networks.nets import SMARTSwin
+from smart_nets.networks.nets import SMARTSwin, smart_swin
 from tests.helpers import TINY
 
 
@@ -230,3 +230,21 @@ def test_the_class_attention_readers_skip_the_last_stage_and_give_the_same_outpu
     assert len(encoder.forward_features(x, num_stages=0)) == 1
     with pytest.raises(ValueError, match="num_stages must be in 0..4, got 5"):
         encoder.forward_features(x, num_stages=5)
+
+
+def test_a_model_built_on_the_meta_device_matches_once_its_buffers_are_recomputed():
+    torch.manual_seed(0)
+    reference = smart_swin("demo").eval()
+    with torch.device("meta"):
+        deferred = smart_swin("demo")
+    deferred = deferred.to_empty(device="cpu").eval()
+    attn = deferred.stages[0].blocks[0].attn
+    for name, buffer in deferred.named_buffers():  # to_empty's memory holds anything (out-of-range indices here)
+        if name.endswith("relative_position_index"):
+            buffer.fill_(0)  # surely wrong, and in range
+    deferred.load_state_dict(reference.state_dict())  # the index is not in the state dict: still wrong
+    x = torch.randn(1, 1, 32, 32, 32)
+    assert not torch.equal(deferred(x).pooled, reference(x).pooled)
+    deferred.init_non_persistent_buffers()
+    assert torch.equal(attn.relative_position_index, reference.stages[0].blocks[0].attn.relative_position_index)
+    assert torch.equal(deferred(x).pooled, reference(x).pooled)

@@ -343,6 +343,13 @@ class WindowAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop_rate)
         trunc_normal_(self.relative_position_bias_table, std=0.02)
 
+    def init_non_persistent_buffers(self) -> None:
+        """Recompute ``relative_position_index`` in place. It is not saved in checkpoints, so a model built on the
+        meta device and materialised with ``to_empty()`` (deferred initialisation, as FSDP does) holds whatever that
+        memory held until this runs; loading a state dict does not repair it. timm's convention of the same name."""
+        with torch.no_grad():
+            self.relative_position_index.copy_(relative_position_index(self.window_size))
+
     def relative_position_bias(self, window_size: Sequence[int]) -> torch.Tensor:
         """The ``(num_heads, n, n)`` bias for a (possibly clipped) window of ``n`` positions.
 

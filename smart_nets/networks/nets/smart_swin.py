@@ -193,7 +193,7 @@ class SMARTSwin(nn.Module):
         self.patch_norm = nn.LayerNorm(feature_size)
         self.mask_token = nn.Parameter(torch.zeros(feature_size))
         self.pos_drop = nn.Dropout(drop_rate)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # also under a meta device
         self.stages = nn.ModuleList(
             SwinStage(
                 dim=feature_size * 2**i,
@@ -244,6 +244,13 @@ class SMARTSwin(nn.Module):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+
+    def init_non_persistent_buffers(self) -> None:
+        """Recompute the buffers that checkpoints do not carry (each window attention's relative-position index).
+        Call it after ``to_empty()`` of a model built on the meta device, before or after loading its weights."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "init_non_persistent_buffers"):
+                module.init_non_persistent_buffers()
 
     def token_grid(self, spatial_size: Sequence[int]) -> tuple[int, int, int]:
         """The ``(d, h, w)`` grid of 16^3-voxel tokens (masks, attention map) for an input of ``spatial_size``.
