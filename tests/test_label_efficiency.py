@@ -46,7 +46,7 @@ def test_quick_study_fills_every_cell_with_the_variants_it_claims(tmp_path):
         assert run["effective"] == _expected_effective(study, study.VARIANTS[variant]), variant
         assert run["iterations"] == runs[f"pretrain/{pretrained[0]}/seed0"]["iterations"] > 0
     assert runs["pretrain/smart/seed0"]["effective"]["masking"] == "attention"
-    assert runs["pretrain/smart/seed0"]["effective"]["teacher_mask_ratio"] > 0
+    assert runs["pretrain/teacher_noise_0/seed0"]["effective"]["teacher_mask_ratio"] == 0
     assert "pretrain/random_init/seed0" not in runs
     for variant in study.VARIANTS:  # every network's output spread, the untrained one's included
         spread = runs[f"diagnose/{variant}/seed0"]
