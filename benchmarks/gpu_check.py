@@ -77,33 +77,9 @@ def _parity(device: torch.device) -> dict:
 def smart_steps(device: torch.device, amp: bool, size: int, steps: int = 6) -> dict:
     from ignite.engine import Events
 
-    from smart_nets.engines import SMARTSchedule, SMARTTrainer, make_teacher, param_groups
-    from smart_nets.losses import SMARTLoss
-    from smart_nets.networks.nets import SMARTPretrainNet, smart_swin
-    from smart_nets.transforms import RandTokenMaskd, RandTwoViewsd
+    from benchmarks.trainer_step import build
 
-    torch.manual_seed(0)
-    net = SMARTPretrainNet(smart_swin("paper")).to(device)
-    teacher = make_teacher(net)
-    volume = torch.rand(1, 2 * size, 2 * size, 2 * size)
-    views = RandTwoViewsd("image", (size,) * 3)
-    noise = RandTokenMaskd(["view1", "view2"], 0.3)
-    batches = []
-    for _ in range(2):
-        items = [noise(views({"image": volume})) for _ in range(2)]  # batch 2 per view: 4 volumes per forward
-        batches.append({k: torch.stack([i[k] for i in items]) for k in items[0]})
-    trainer = SMARTTrainer(
-        device,
-        1,
-        batches * (steps // 2),
-        net,
-        teacher,
-        torch.optim.AdamW(param_groups(net)),
-        SMARTLoss(8192).to(device),
-        SMARTSchedule(warmup_fraction=0.0),
-        amp=amp,
-        amp_kwargs={"dtype": torch.bfloat16},
-    )
+    trainer, teacher = build(device, size, steps, amp)
     before = teacher.encoder.patch_embed.weight.detach().clone()
     times, losses = [], []
 

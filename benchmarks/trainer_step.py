@@ -38,12 +38,11 @@ def _network(nets, paper: dict):
         return nets.SMARTPretrainNet(**paper)
 
 
-def one_tree(device_name: str, size: int, steps: int, bf16: bool, profile: str | None) -> dict:
-    """Time ``steps`` trainer steps of the imported smart_nets (the caller put its copy first on ``sys.path``)."""
+def build(device, size: int, steps: int, bf16: bool):
+    """A ``SMARTTrainer`` of ``steps`` iterations on the paper-scale network, two views of batch 2 at ``size``^3 cut
+    from one random volume, with the 8192-prototype loss; returns ``(trainer, teacher)``. Also ``gpu_check``'s."""
     import torch
-    from ignite.engine import Events
 
-    import smart_nets
     from smart_nets.engines import SMARTSchedule, SMARTTrainer
     from smart_nets.losses import SMARTLoss
     from smart_nets.networks import nets
@@ -51,10 +50,9 @@ def one_tree(device_name: str, size: int, steps: int, bf16: bool, profile: str |
 
     try:
         from smart_nets.engines import make_teacher, param_groups
-    except ImportError:
+    except ImportError:  # older copies
         from smart_nets.engines.ema import make_teacher, param_groups
 
-    device = torch.device(device_name)
     torch.manual_seed(0)
     net = _network(nets, dict(feature_size=48, depths=(2, 2, 8, 2), num_heads=(4, 4, 8, 16))).to(device)
     teacher = make_teacher(net)
@@ -62,7 +60,7 @@ def one_tree(device_name: str, size: int, steps: int, bf16: bool, profile: str |
     views, noise = RandTwoViewsd("image", (size,) * 3), RandTokenMaskd(["view1", "view2"], 0.3)
     batches = []
     for _ in range(2):
-        items = [noise(views({"image": volume})) for _ in range(2)]  # batch 2 per view
+        items = [noise(views({"image": volume})) for _ in range(2)]  # batch 2 per view: 4 volumes per forward
         batches.append({k: torch.stack([i[k] for i in items]) for k in items[0]})
     trainer = SMARTTrainer(
         device,
@@ -76,6 +74,19 @@ def one_tree(device_name: str, size: int, steps: int, bf16: bool, profile: str |
         amp=bf16,
         amp_kwargs={"dtype": torch.bfloat16},
     )
+    return trainer, teacher
+
+
+def one_tree(device_name: str, size: int, steps: int, bf16: bool, profile: str | None) -> dict:
+    """Time ``steps`` trainer steps of the imported smart_nets (the caller put its copy first on ``sys.path``)."""
+    import torch
+    from ignite.engine import Events
+
+    import smart_nets
+
+    device = torch.device(device_name)
+    trainer, _ = build(device, size, steps, bf16)
+    net = trainer.network
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times: list[float] = []
     state: dict = {}

@@ -31,3 +31,13 @@ def test_each_copy_is_built_with_the_constructor_it_has():
 
     oldest = SimpleNamespace(SMARTSwin=lambda **kw: ("swin", kw), SMARTPretrainNet=old_net)
     assert ts._network(oldest, paper) == ("old", paper)
+
+
+def test_the_timed_trainer_is_the_paper_network_on_two_views_of_batch_two():
+    import torch
+
+    trainer, teacher = ts.build(torch.device("cpu"), 32, 4, False)
+    batch = trainer.data_loader[0]
+    assert batch["view1"].shape == batch["view2"].shape == (2, 1, 32, 32, 32) and len(trainer.data_loader) == 4
+    assert trainer.network.encoder.feature_size == 48 and trainer.loss_function.center.shape[-1] == 8192
+    assert not any(p.requires_grad for p in teacher.parameters())
