@@ -146,6 +146,14 @@ VARIANTS = {
         "train#trainer#mask_probability": 0.5,
     },
 }
+# DINOv2's KoLeo term (weight 0.1) on the student's [CLS] and pooled features: against the collapse where every
+# volume gets the same feature
+VARIANTS.update(
+    {
+        f"{name}_koleo": {**VARIANTS[name], "loss_def#w_koleo": 0.1}
+        for name in ("dino", "dino_bn", "smart_bn_clean_masked30_half")
+    }
+)
 VIEW_PAIRS = 64  # training volumes whose two views view_agreement compares
 # 1,024 training volumes: with 256 the demo encoder trained with labels fit them and generalised to 0.84 (ball and
 # rod confused); with 1,024, 0.90

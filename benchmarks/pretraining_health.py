@@ -55,6 +55,8 @@ _MILD = {f"{VIEWS}#sub_volume_scale": [1.0, 1.2], f"{VIEWS}#view_scale": [0.9, 1
 VARIANTS.update(
     {f"{name}_mild": {**VARIANTS[name], **_MILD} for name in ("smart", "simmim", "dino_bn", "smart_bn_clean")}
 )
+# DINOv2's KoLeo term (weight 0.1) on the student's [CLS] and pooled features, against the flat targets
+VARIANTS.update({f"{name}_koleo": {**VARIANTS[name], "loss_def#w_koleo": 0.1} for name in ("smart", "dino_bn")})
 DEFAULT_VARIANTS = ["smart", "simmim", "dino_ibot"]
 FULL = dict(
     seed=0, pool=16, heldout=8, iterations=640, batch=2, windows=16, labels=[], max_teacher_share=0.02, n_bootstrap=2000

@@ -175,3 +175,47 @@ def test_sinkhorn_centring_replaces_the_centres_in_the_targets():
     assert mass.max() < 0.5 * 8  # centring at temperature 0.04 would give one prototype nearly all of it
     with pytest.raises(ValueError, match="centering must be one of"):
         _loss(centering="softmax")
+
+
+def test_koleo_is_minus_the_log_distance_to_each_rows_nearest_neighbour():
+    from smart_nets.losses import koleo_loss
+
+    # on the unit circle: a and b 0.1 rad apart, c opposite; a's and b's neighbours are each other, c's is a or b
+    angles = torch.tensor([0.0, 0.1, 3.0])
+    x = torch.stack((angles.cos(), angles.sin()), dim=1) * torch.tensor([[2.0], [0.5], [3.0]])  # norms do not count
+    chord = lambda t: 2 * torch.sin(torch.tensor(t) / 2)  # noqa: E731
+    expected = -(2 * torch.log(chord(0.1)) + torch.log(chord(2.9))) / 3
+    torch.testing.assert_close(koleo_loss(x), expected)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        koleo_loss(x[:1])
+
+
+def test_koleo_term_pushes_the_volumes_of_a_view_apart_and_is_off_by_default():
+    student, teacher, views, masks = _outputs(b=2)
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(1, 2, 24, generator=g)
+    embedding = (base + 0.01 * torch.randn(4, 2, 24, generator=g)).requires_grad_()  # four nearly equal rows
+    student = dict(student, embedding=embedding)
+    off = _loss()(student, teacher, views, masks, 0.04, 0.07)
+    assert off["koleo"] == 0 and off["koleo"].grad_fn is None
+    on = _loss(w_koleo=0.5)(student, teacher, views, masks, 0.04, 0.07)
+    torch.testing.assert_close(on["loss"], off["loss"] + 0.5 * on["koleo"])
+    assert on["koleo"] > 2.0  # -log of distances ~0.01 on the unit sphere
+    on["koleo"].backward()
+    # the gradient step moves the two rows of each view apart (rows 0-1 are view 1, rows 2-3 view 2)
+    moved = (embedding - 0.1 * embedding.grad).detach()
+    for v in (0, 1):
+        before = torch.nn.functional.normalize(embedding[2 * v : 2 * v + 2].detach(), dim=-1)
+        after = torch.nn.functional.normalize(moved[2 * v : 2 * v + 2], dim=-1)
+        assert (after[0] - after[1]).norm(dim=-1).min() > (before[0] - before[1]).norm(dim=-1).max()
+
+
+def test_koleo_term_needs_the_embedding_and_two_volumes_per_view():
+    student, teacher, views, masks = _outputs(b=1)
+    with pytest.raises(ValueError, match="'embedding'"):
+        _loss(w_koleo=0.1)(student, teacher, views, masks, 0.04, 0.07)
+    student = dict(student, embedding=torch.randn(2, 2, 24))
+    with pytest.raises(ValueError, match="at least 2 volumes per view"):
+        _loss(w_koleo=0.1)(student, teacher, views, masks, 0.04, 0.07)
+    with pytest.raises(ValueError, match="w_koleo must be >= 0"):
+        _loss(w_koleo=-1.0)

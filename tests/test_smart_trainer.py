@@ -44,7 +44,12 @@ def _loader(datalist: str, teacher_mask_ratio: float = 0.3, batch_size: int = 2)
 
 
 def _trainer(
-    loader: DataLoader, max_epochs: int, schedule: SMARTSchedule | None = None, encoder: dict | None = None, **kwargs
+    loader: DataLoader,
+    max_epochs: int,
+    schedule: SMARTSchedule | None = None,
+    encoder: dict | None = None,
+    loss: SMARTLoss | None = None,
+    **kwargs,
 ) -> SMARTTrainer:
     net = SMARTPretrainNet(
         smart_swin("demo", drop_path_rate=0.0, **(encoder or {})),
@@ -59,7 +64,7 @@ def _trainer(
         net,
         make_teacher(net),
         torch.optim.AdamW(param_groups(net), lr=1e-3),
-        SMARTLoss(K),
+        loss or SMARTLoss(K),
         schedule or SMARTSchedule(base_lr=1e-3, warmup_fraction=0.0),
         **kwargs,
     )
@@ -284,3 +289,24 @@ def test_student_has_its_own_patch_prototypes_and_the_teacher_shares_its_global_
     decayed = {id(p) for p in param_groups(net)[0]["params"]}
     assert id(net.encoder.cls_token) in decayed  # as DINO and the authors (the mask token, 1-D here, is not)
     assert id(net.encoder.mask_token) not in decayed
+
+
+def test_koleo_alone_trains_the_encoder_through_its_features_and_is_logged(phantoms):
+    """With every SMART term at weight 0 and KoLeo on, the loss is KoLeo of the student's [CLS] and pooled features,
+    and only the encoder (not the projection or reconstruction heads) receives a gradient."""
+    loss = SMARTLoss(K, w_cls=0.0, w_patch=0.0, w_rec=0.0, w_koleo=1.0)
+    trainer = _trainer(_loader(phantoms), max_epochs=2, loss=loss, freeze_last_layer_epochs=0)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: e.terminate())
+    grads: dict[str, bool] = {}
+
+    def record_grads(engine):
+        grads.update({n: p.grad is not None and bool(p.grad.any()) for n, p in engine.network.named_parameters()})
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=1), record_grads)
+    outputs = _record(trainer)
+    trainer.run()
+    out = outputs[0]
+    assert out["loss_koleo"] > 0 and float(out["loss"]) == pytest.approx(out["loss_koleo"], rel=1e-6)
+    assert any(g for n, g in grads.items() if "class_attn" in n)
+    assert any(g for n, g in grads.items() if n.startswith("encoder.stages.0"))
+    assert not any(g for n, g in grads.items() if n.startswith(("head.", "patch_last_layer", "recon_head")))

@@ -347,7 +347,7 @@ class SMARTTrainer(Trainer):
 
         Returns:
             ``[output]``: one dict with the total loss (``loss``, a 0-d tensor), its parts (``loss_cls``,
-            ``loss_patch``, ``loss_rec``), the scheduled values (``lr``, ``weight_decay``, ``momentum``,
+            ``loss_patch``, ``loss_rec``, ``loss_koleo``), the scheduled values (``lr``, ``weight_decay``, ``momentum``,
             ``teacher_temp``, ``teacher_temp_patch``), ``masked_fraction`` and the DINO loss of each distilled global
             token (``loss_cls_<token>``), as floats. The one-item list is the
             layout of MONAI's decollated outputs, so ``StatsHandler``/``TensorBoardStatsHandler`` (default
@@ -381,7 +381,7 @@ class SMARTTrainer(Trainer):
             "masks": masks,
         }
         output = {"loss": losses["loss"].detach()}
-        output.update({f"loss_{k}": float(losses[k].detach()) for k in ("cls", "patch", "rec")})
+        output.update({f"loss_{k}": float(losses[k].detach()) for k in ("cls", "patch", "rec", "koleo")})
         tokens = engine.loss_function.global_tokens
         output.update({f"loss_cls_{t}": float(v) for t, v in zip(tokens, losses["cls_per_token"].detach())})
         output.update(values)

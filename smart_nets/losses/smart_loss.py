@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CENTERINGS", "GLOBAL_TOKENS", "SMARTLoss", "sinkhorn_knopp"]
+__all__ = ["CENTERINGS", "GLOBAL_TOKENS", "SMARTLoss", "koleo_loss", "sinkhorn_knopp"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +68,33 @@ def sinkhorn_knopp(logits: torch.Tensor, temperature: float, iterations: int = 3
     return (q * rows).t()
 
 
+def koleo_loss(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Kozachenko-Leonenko entropy regulariser (DINOv2's KoLeo): ``-mean_i log(||x_i - x_nn(i)||)`` over the
+    L2-normalised rows of ``x``, ``nn(i)`` the row nearest to row ``i`` (itself excluded).
+
+    It grows without bound as two rows meet, so minimising it spreads a batch's features over the sphere: a direct
+    counter to the collapse where every input gets the same feature. PyTorch and MONAI have no such loss.
+
+    Args:
+        x: ``(R, D)`` features, R >= 2 (the rows of one view; across processes nothing is gathered, as in DINOv2).
+        eps: added to the distances before the log, and the normalisation's floor.
+
+    Raises:
+        ValueError: when ``x`` has fewer than 2 rows (there is no nearest neighbour).
+    """
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"KoLeo needs at least 2 rows of features (volumes per view), got shape {tuple(x.shape)}")
+    x = F.normalize(x.float(), dim=-1, eps=eps)
+    with torch.no_grad():
+        similarity = x @ x.t()
+        similarity.fill_diagonal_(-2.0)  # below any cosine: a row is never its own neighbour
+        nearest = similarity.argmax(dim=1)
+    distance = (x - x[nearest]).norm(dim=-1)
+    return -torch.log(distance + eps).mean()
+
+
 class SMARTLoss(nn.Module):
-    """``L = w_cls * L_cls + w_patch * L_patch + w_rec * L_rec`` (the pretraining objective of SMART).
+    """``L = w_cls * L_cls + w_patch * L_patch + w_rec * L_rec [+ w_koleo * L_koleo]`` (SMART's pretraining objective).
 
     - ``L_cls`` (DINO): cross-entropy between the teacher's centred, sharpened distribution of one view's global
       tokens ([CLS] and pooled) and the student's distribution of the *other* view's, averaged over both pairings
@@ -77,6 +102,9 @@ class SMARTLoss(nn.Module):
     - ``L_patch`` (iBOT): per-token cross-entropy between teacher and student patch distributions of the same view,
       averaged over the masked tokens of each view (unmasked tokens contribute nothing), then over views.
     - ``L_rec`` (SimMIM): L1 between each view and its reconstruction over the masked voxels only.
+    - ``L_koleo`` (DINOv2's regulariser, not part of SMART; off at ``w_koleo=0``): :func:`koleo_loss` of the
+      student's encoder features (before the head) of each distilled global token, per view, averaged; it needs
+      the student's ``embedding`` output and at least 2 volumes per view on each process.
 
     The loss owns its state (DINO's manner): one centre per teacher output - a row of ``center`` ``(G, K)`` for each
     of the G distilled global tokens, and ``center_patch`` ``(1, K)`` for the patch tokens - updated after each call
@@ -102,6 +130,7 @@ class SMARTLoss(nn.Module):
             does (False).
         centering: how the teacher's targets are kept from collapsing: ``"center"`` (DINO/iBOT/SMART: subtract a
             running mean, then sharpen) or ``"sinkhorn"`` (DINOv2: Sinkhorn-Knopp over the batch's rows).
+        w_koleo: weight of the KoLeo term (0: off, SMART; DINOv2 uses 0.1).
 
     Raises:
         ValueError: on an empty or unknown ``global_tokens`` or ``centering``, and on inputs whose batch sizes or
@@ -119,8 +148,11 @@ class SMARTLoss(nn.Module):
         global_tokens: Sequence[str] = GLOBAL_TOKENS,
         center_from_first_batch: bool = True,
         centering: str = "center",
+        w_koleo: float = 0.0,
     ) -> None:
         super().__init__()
+        if w_koleo < 0:
+            raise ValueError(f"w_koleo must be >= 0, got {w_koleo}")
         if centering not in CENTERINGS:
             raise ValueError(f"centering must be one of {CENTERINGS}, got {centering!r}")
         self.centering = centering
@@ -132,7 +164,7 @@ class SMARTLoss(nn.Module):
         self.global_index = [GLOBAL_TOKENS.index(t) for t in tokens]
         self.student_temp = student_temp
         self.center_momentum = center_momentum
-        self.w_cls, self.w_patch, self.w_rec = w_cls, w_patch, w_rec
+        self.w_cls, self.w_patch, self.w_rec, self.w_koleo = w_cls, w_patch, w_rec, w_koleo
         self.center_from_first_batch = center_from_first_batch
         self.register_buffer("center", torch.zeros(len(tokens), out_dim))
         self.register_buffer("center_patch", torch.zeros(1, out_dim))
@@ -181,7 +213,8 @@ class SMARTLoss(nn.Module):
             teacher_temp_patch: teacher temperature of the patch tokens.
 
         Returns:
-            ``loss`` (the weighted total), ``cls``, ``patch`` and ``rec`` (0-d tensors); ``cls_per_token`` ``(G,)``,
+            ``loss`` (the weighted total), ``cls``, ``patch``, ``rec`` and ``koleo`` (0-d tensors; ``koleo`` 0 when
+            ``w_koleo`` is 0); ``cls_per_token`` ``(G,)``,
             the DINO loss of each distilled global token; and the targets the teacher gave, detached:
             ``global_targets`` ``(2B, G, K)`` and ``patch_targets`` ``(2B, N, K)`` (for monitoring).
         """
@@ -212,16 +245,33 @@ class SMARTLoss(nn.Module):
 
         loss_rec = self.reconstruction_loss(student["recon"].float(), views.float(), masks)
         total = self.w_cls * loss_cls + self.w_patch * loss_patch + self.w_rec * loss_rec
+        loss_koleo = self.koleo(student, b)
+        if self.w_koleo:
+            total = total + self.w_koleo * loss_koleo
         self.update_centers(t_global, t_patch)
         return {
             "loss": total,
             "cls": loss_cls,
             "patch": loss_patch,
             "rec": loss_rec,
+            "koleo": loss_koleo,
             "cls_per_token": cls_per_token,
             "global_targets": t_probs.detach(),
             "patch_targets": tp_probs.detach(),
         }
+
+    def koleo(self, student: dict[str, torch.Tensor], b: int) -> torch.Tensor:
+        """The KoLeo term of the student's ``embedding`` ``(2B, 2, D)``: over each view's B rows, for each distilled
+        global token, averaged; a 0 tensor when ``w_koleo`` is 0."""
+        if not self.w_koleo:
+            return student["global"].new_zeros(())
+        if "embedding" not in student:
+            raise ValueError("w_koleo > 0 needs the student's 'embedding' output (SMARTPretrainNet's encoder features)")
+        if b < 2:
+            raise ValueError(f"w_koleo > 0 needs at least 2 volumes per view on each process, got {b}")
+        embedding = student["embedding"][:, self.global_index]
+        terms = [koleo_loss(embedding[v * b : (v + 1) * b, g]) for v in (0, 1) for g in range(embedding.shape[1])]
+        return torch.stack(terms).mean()
 
     @staticmethod
     def reconstruction_loss(recon: torch.Tensor, views: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

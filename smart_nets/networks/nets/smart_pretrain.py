@@ -71,7 +71,9 @@ class SMARTPretrainNet(nn.Module):
 
         Returns:
             ``global`` ``(B, 2, K)`` logits of [CLS] and the pooled token, ``patch`` ``(B, N, K)`` logits of the
-            stage-3 tokens, ``attn_map`` ``(B, N)``, and with ``reconstruct`` ``recon`` ``(B, C, D, H, W)``.
+            stage-3 tokens, ``attn_map`` ``(B, N)``, ``embedding`` ``(B, 2, 8 * feature_size)`` the encoder's [CLS]
+            and pooled features before the head (for ``SMARTLoss``'s KoLeo term), and with ``reconstruct`` ``recon``
+            ``(B, C, D, H, W)``.
         """
         features = self.encoder.forward_features(x, mask)
         out = self.encoder.forward_class_attention(features)
@@ -82,6 +84,7 @@ class SMARTPretrainNet(nn.Module):
             "global": torch.stack((self.head(out.cls_token), self.head(out.pooled)), dim=1),
             "patch": patch_last_layer(self.head.embed(out.patch_tokens)),
             "attn_map": out.attn_map,
+            "embedding": torch.stack((out.cls_token, out.pooled), dim=1),
         }
         if reconstruct:
             result["recon"] = self.recon_head(features[-1].permute(0, 4, 1, 2, 3))  # the last stage's tokens
