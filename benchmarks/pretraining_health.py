@@ -557,6 +557,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, help="pretraining seed")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=DEFAULT_VARIANTS)
     parser.add_argument("--heldout", type=int, help="held-out phantoms for the probes")
+    parser.add_argument("--pool", type=int, help="phantoms pretraining sees (16; a new --work for another number)")
     parser.add_argument("--batch", type=int, help="volumes per pretraining step (two views each)")
     parser.add_argument("--work", default="/tmp/pretraining_health", help="phantoms and runs")
     parser.add_argument(
@@ -607,6 +608,7 @@ def main(argv: list[str] | None = None) -> dict:
                 ("iterations", args.iterations),
                 ("seed", args.seed),
                 ("heldout", args.heldout),
+                ("pool", args.pool),
                 ("batch", args.batch),
             )
             if v is not None

@@ -157,3 +157,10 @@ def test_curve_draws_each_objective_run_at_two_lengths_one_point_per_seed(tmp_pa
     assert (tmp_path / "curve.png").stat().st_size > 1000
     with pytest.raises(SystemExit, match="two lengths"):
         bench.main(["--curve", files[0], "--results", str(tmp_path / "one.json")])
+
+
+def test_a_work_folder_with_another_number_of_phantoms_is_refused(tmp_path):
+    s = dict(bench.QUICK, overrides={})
+    bench.le.make_data(tmp_path / "work", s)
+    with pytest.raises(SystemExit, match="holds 6 phantoms where the settings ask for 7"):
+        bench.le.make_data(tmp_path / "work", dict(s, pool=7))
