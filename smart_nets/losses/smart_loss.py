@@ -268,7 +268,10 @@ class SMARTLoss(nn.Module):
         if "embedding" not in student:
             raise ValueError("w_koleo > 0 needs the student's 'embedding' output (SMARTPretrainNet's encoder features)")
         if b < 2:
-            raise ValueError(f"w_koleo > 0 needs at least 2 volumes per view on each process, got {b}")
+            raise ValueError(
+                f"w_koleo > 0 needs at least 2 volumes per view on each process, got {b}: raise the batch size or "
+                "set w_koleo to 0 (the bundle: --loss_def#w_koleo 0)"
+            )
         embedding = student["embedding"][:, self.global_index]
         terms = [koleo_loss(embedding[v * b : (v + 1) * b, g]) for v in (0, 1) for g in range(embedding.shape[1])]
         return torch.stack(terms).mean()
