@@ -105,7 +105,9 @@ def make_data(work: Path, s: dict) -> dict[str, Path]:
     held = [i for k in ("training", "validation") for i in load_datalist(str(held_dir / "dataset.json"), k, None, keys)]
     for folder, items, num in ((pool_dir, pool, s["pool"]), (held_dir, held, s["heldout"])):
         if len(items) != num:
-            raise SystemExit(f"{folder} holds {len(items)} phantoms where the settings ask for {num}: use another --work")
+            raise SystemExit(
+                f"{folder} holds {len(items)} phantoms where the settings ask for {num}: use another --work"
+            )
     meta = json.loads((pool_dir / "dataset.json").read_text())
     head = {k: meta[k] for k in ("name", "labels", "organ_labels") if k in meta}
     lists["pretrain"] = work / "pretrain.json"

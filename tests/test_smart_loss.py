@@ -210,12 +210,16 @@ def test_koleo_term_pushes_the_volumes_of_a_view_apart_and_is_off_by_default():
         assert (after[0] - after[1]).norm(dim=-1).min() > (before[0] - before[1]).norm(dim=-1).max()
 
 
-def test_koleo_term_needs_the_embedding_and_two_volumes_per_view():
+def test_koleo_term_needs_the_embedding_and_is_off_with_a_warning_below_two_volumes_per_view(caplog):
     student, teacher, views, masks = _outputs(b=1)
     with pytest.raises(ValueError, match="'embedding'"):
         _loss(w_koleo=0.1)(student, teacher, views, masks, 0.04, 0.07)
     student = dict(student, embedding=torch.randn(2, 2, 24))
-    with pytest.raises(ValueError, match="at least 2 volumes per view"):
-        _loss(w_koleo=0.1)(student, teacher, views, masks, 0.04, 0.07)
+    loss = _loss(w_koleo=0.1)
+    with caplog.at_level("WARNING", logger="smart_nets.losses.smart_loss"):
+        outs = [loss(student, teacher, views, masks, 0.04, 0.07) for _ in range(3)]
+    assert all(o["koleo"] == 0 for o in outs)
+    warned = [r.getMessage() for r in caplog.records if "w_koleo" in r.getMessage()]
+    assert len(warned) == 1 and "at least 2 volumes per view" in warned[0]
     with pytest.raises(ValueError, match="w_koleo must be >= 0"):
         _loss(w_koleo=-1.0)

@@ -104,7 +104,8 @@ class SMARTLoss(nn.Module):
     - ``L_rec`` (SimMIM): L1 between each view and its reconstruction over the masked voxels only.
     - ``L_koleo`` (DINOv2's regulariser, not part of SMART; off at ``w_koleo=0``): :func:`koleo_loss` of the
       student's encoder features (before the head) of each distilled global token, per view, averaged; it needs
-      the student's ``embedding`` output and at least 2 volumes per view on each process.
+      the student's ``embedding`` output, and at least 2 volumes per view on each process: with fewer it is 0, with
+      one warning.
 
     The loss owns its state (DINO's manner): one centre per teacher output - a row of ``center`` ``(G, K)`` for each
     of the G distilled global tokens, and ``center_patch`` ``(1, K)`` for the patch tokens - updated after each call
@@ -165,6 +166,7 @@ class SMARTLoss(nn.Module):
         self.student_temp = student_temp
         self.center_momentum = center_momentum
         self.w_cls, self.w_patch, self.w_rec, self.w_koleo = w_cls, w_patch, w_rec, w_koleo
+        self._koleo_warned = False
         self.center_from_first_batch = center_from_first_batch
         self.register_buffer("center", torch.zeros(len(tokens), out_dim))
         self.register_buffer("center_patch", torch.zeros(1, out_dim))
@@ -262,16 +264,21 @@ class SMARTLoss(nn.Module):
 
     def koleo(self, student: dict[str, torch.Tensor], b: int) -> torch.Tensor:
         """The KoLeo term of the student's ``embedding`` ``(2B, 2, D)``: over each view's B rows, for each distilled
-        global token, averaged; a 0 tensor when ``w_koleo`` is 0."""
+        global token, averaged; a 0 tensor when ``w_koleo`` is 0 or ``B`` < 2 (warned once)."""
         if not self.w_koleo:
             return student["global"].new_zeros(())
         if "embedding" not in student:
             raise ValueError("w_koleo > 0 needs the student's 'embedding' output (SMARTPretrainNet's encoder features)")
-        if b < 2:
-            raise ValueError(
-                f"w_koleo > 0 needs at least 2 volumes per view on each process, got {b}: raise the batch size or "
-                "set w_koleo to 0 (the bundle: --loss_def#w_koleo 0)"
-            )
+        if b < 2:  # no nearest neighbour (DINOv2's KoLeo then adds a constant); say so once instead
+            if not self._koleo_warned:
+                logger.warning(
+                    "w_koleo %s is inactive: KoLeo needs at least 2 volumes per view on each process and this batch "
+                    "has %d; raise the batch size per process, or set w_koleo to 0 to silence this",
+                    self.w_koleo,
+                    b,
+                )
+                self._koleo_warned = True
+            return student["global"].new_zeros(())
         embedding = student["embedding"][:, self.global_index]
         terms = [koleo_loss(embedding[v * b : (v + 1) * b, g]) for v in (0, 1) for g in range(embedding.shape[1])]
         return torch.stack(terms).mean()
