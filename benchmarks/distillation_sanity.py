@@ -151,7 +151,7 @@ VARIANTS = {
 VARIANTS.update(
     {
         f"{name}_koleo": {**VARIANTS[name], "loss_def#w_koleo": 0.1}
-        for name in ("dino", "dino_bn", "smart_bn_clean_masked30_half")
+        for name in ("dino", "dino_bn", "smart_bn_clean_masked30_half", "smart")
     }
 )
 VIEW_PAIRS = 64  # training volumes whose two views view_agreement compares
