@@ -31,7 +31,11 @@ def test_quick_health_check_fills_every_cell(tmp_path):
         assert run["teacher"] != run["student"]
     # each objective really is what it claims: SimMIM-only distils nothing, DINO+iBOT rebuilds nothing
     assert abs(runs["simmim"]["loss"] - 10.0 * runs["simmim"]["loss_rec"]) < 1e-5
-    assert abs(runs["dino_ibot"]["loss"] - runs["dino_ibot"]["loss_cls"] - runs["dino_ibot"]["loss_patch"]) < 1e-4
+    assert runs["simmim"]["loss_koleo"] == 0  # SimMIM only: no KoLeo either
+    dino_ibot = runs["dino_ibot"]  # the bundle's defaults without reconstruction: KoLeo (w_koleo 0.1) stays
+    assert dino_ibot["loss_koleo"] != 0
+    parts = dino_ibot["loss_cls"] + dino_ibot["loss_patch"] + 0.1 * dino_ibot["loss_koleo"]
+    assert abs(dino_ibot["loss"] - parts) < 1e-4
     encoders = {"random_init"} | {f"{v}_{w}" for v in runs for w in ("teacher", "student")}
     assert set(data["probes"]) == encoders
     for name, probe in data["probes"].items():
