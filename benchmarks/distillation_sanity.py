@@ -69,15 +69,7 @@ TOY = {
     f"{VIEWS}#intensity_scale": [0.7, 1.3],
     f"{VIEWS}#intensity_shift": [-0.1, 0.1],
 }
-# DINO alone and SimMIM only are the objectives as published: without the KoLeo term the bundle adds by default since
-# smart_pretrain 0.9 (the *_koleo variants add it back); every other variant inherits the bundle's defaults
-DINO = {
-    "loss_def#w_rec": 0.0,
-    "loss_def#w_patch": 0.0,
-    "train#trainer#mask_ratio": 0.0,
-    "teacher_mask_ratio": 0.0,
-    "loss_def#w_koleo": 0.0,
-}
+DINO = le.DINO_ONLY  # the objectives as published, without the bundle's KoLeo term
 VARIANTS = {
     "dino": DINO,
     "dino_sk": {**DINO, "loss_def#centering": "sinkhorn"},
@@ -92,7 +84,7 @@ VARIANTS = {
     "ibot_dino_sk": {"loss_def#w_rec": 0.0, "loss_def#centering": "sinkhorn"},
     "smart": {},
     "smart_sk": {"loss_def#centering": "sinkhorn"},
-    "simmim": {"loss_def#w_cls": 0.0, "loss_def#w_patch": 0.0, "loss_def#w_koleo": 0.0},
+    "simmim": le.SIMMIM_ONLY,
     # one change at a time from plain DINO, against DINO's recipe and the field's cures for small-batch collapse
     "dino_bn": {**DINO, "network_def#head_use_bn": True},
     # the class-attention blocks' LayerScale at 1 instead of CaiT's 1e-4: at 1e-4 the [CLS] starts below the final

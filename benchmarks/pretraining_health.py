@@ -35,18 +35,10 @@ from benchmarks.common import RESULTS, write_json, write_text
 
 PRETRAIN = le.PRETRAIN
 RANDOM_INIT = le.RANDOM_INIT
-# DINO alone and SimMIM only are the objectives as published: without the KoLeo term the bundle adds by default since
-# smart_pretrain 0.9 (the *_koleo variants add it back); every other variant inherits the bundle's defaults
-_DINO = {
-    "loss_def#w_rec": 0.0,
-    "loss_def#w_patch": 0.0,
-    "train#trainer#mask_ratio": 0.0,
-    "teacher_mask_ratio": 0.0,
-    "loss_def#w_koleo": 0.0,
-}
+_DINO = le.DINO_ONLY  # the objectives as published, without the bundle's KoLeo term
 VARIANTS = {
     "smart": {},
-    "simmim": {"loss_def#w_cls": 0.0, "loss_def#w_patch": 0.0, "loss_def#w_koleo": 0.0},
+    "simmim": le.SIMMIM_ONLY,
     "dino_ibot": {"loss_def#w_rec": 0.0},
     # what the toy (distillation_sanity.py) found: DINO alone on clean, unmasked views learns, a BatchNorm head
     # helps, the teacher's noise costs most of the gain
