@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.12.0"
+__version__ = "0.12.1"
 
 _SUBPACKAGES = (
     "cluster",
