@@ -154,6 +154,14 @@ VARIANTS.update(
         for name in ("dino", "dino_bn", "smart_bn_clean_masked30_half", "smart")
     }
 )
+# KoLeo on the head's normalised bottleneck instead, the vectors the prototypes score: the targets flatten in the head
+# (the encoder's features stay apart, the teacher's logits do not)
+VARIANTS.update(
+    {
+        f"{name}_koleo_head": {**VARIANTS[f"{name}_koleo"], "loss_def#koleo_features": "head"}
+        for name in ("dino", "smart")
+    }
+)
 VIEW_PAIRS = 64  # training volumes whose two views view_agreement compares
 # 1,024 training volumes: with 256 the demo encoder trained with labels fit them and generalised to 0.84 (ball and
 # rod confused); with 1,024, 0.90

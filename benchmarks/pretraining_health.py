@@ -59,6 +59,8 @@ VARIANTS.update(
 # (on by default since smart_pretrain 0.9: smart_koleo is then smart, and smart_nokoleo the 0.8 defaults)
 VARIANTS.update({f"{name}_koleo": {**VARIANTS[name], "loss_def#w_koleo": 0.1} for name in ("smart", "dino_bn")})
 VARIANTS["smart_nokoleo"] = {"loss_def#w_koleo": 0.0}
+# KoLeo on the head's normalised bottleneck instead of the encoder's features (distillation_sanity.py's *_koleo_head)
+VARIANTS["smart_koleo_head"] = {"loss_def#koleo_features": "head"}
 DEFAULT_VARIANTS = ["smart", "simmim", "dino_ibot"]
 FULL = dict(
     seed=0, pool=16, heldout=8, iterations=640, batch=2, windows=16, labels=[], max_teacher_share=0.02, n_bootstrap=2000

@@ -223,3 +223,30 @@ def test_koleo_term_needs_the_embedding_and_is_off_with_a_warning_below_two_volu
     assert len(warned) == 1 and "at least 2 volumes per view" in warned[0]
     with pytest.raises(ValueError, match="w_koleo must be >= 0"):
         _loss(w_koleo=-1.0)
+
+
+def test_koleo_on_the_head_reads_the_bottleneck_and_refuses_unknown_features():
+    """``koleo_features="head"`` spreads the head's bottleneck rows and leaves the encoder features alone; the
+    pretraining network gives that bottleneck, normalised, and its prototypes score exactly it."""
+    from smart_nets.networks.nets import SMARTPretrainNet, smart_swin
+
+    student, teacher, views, masks = _outputs(b=2)
+    g = torch.Generator().manual_seed(4)
+    embedding = torch.randn(4, 2, 24, generator=g).requires_grad_()
+    bottleneck = (torch.randn(1, 2, 8, generator=g) + 0.01 * torch.randn(4, 2, 8, generator=g)).requires_grad_()
+    student = dict(student, embedding=embedding, bottleneck=bottleneck)
+    head = _loss(w_koleo=0.1, koleo_features="head")(student, teacher, views, masks, 0.04, 0.07)
+    encoder = _loss(w_koleo=0.1)(student, teacher, views, masks, 0.04, 0.07)
+    assert head["koleo"] > encoder["koleo"] + 2.0  # the nearly equal bottleneck rows, not the random features
+    head["koleo"].backward()
+    assert embedding.grad is None and bottleneck.grad.abs().sum() > 0
+    without = {k: v for k, v in student.items() if k != "bottleneck"}
+    with pytest.raises(ValueError, match="'bottleneck'"):
+        _loss(w_koleo=0.1, koleo_features="head")(without, teacher, views, masks, 0.04, 0.07)
+    with pytest.raises(ValueError, match="koleo_features must be one of"):
+        _loss(koleo_features="projection")
+    net = SMARTPretrainNet(smart_swin("demo"), out_dim=K, head_hidden_dim=32, head_bottleneck_dim=8).eval()
+    out = net(torch.rand(2, 1, 64, 64, 64), reconstruct=False)
+    assert out["bottleneck"].shape == (2, 2, 8)
+    torch.testing.assert_close(out["bottleneck"].norm(dim=-1), torch.ones(2, 2))
+    torch.testing.assert_close(net.head.last_layer(out["bottleneck"]), out["global"])

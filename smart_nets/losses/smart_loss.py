@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 
 GLOBAL_TOKENS = ("cls", "pooled")  # the order of SMARTPretrainNet's ``global`` output
 CENTERINGS = ("center", "sinkhorn")
+KOLEO_FEATURES = {"encoder": "embedding", "head": "bottleneck"}  # koleo_features -> SMARTPretrainNet output
 
 
 def _cross_entropy(teacher_probs: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
@@ -103,9 +104,10 @@ class SMARTLoss(nn.Module):
       averaged over the masked tokens of each view (unmasked tokens contribute nothing), then over views.
     - ``L_rec`` (SimMIM): L1 between each view and its reconstruction over the masked voxels only.
     - ``L_koleo`` (DINOv2's regulariser, not part of SMART; off at ``w_koleo=0``): :func:`koleo_loss` of the
-      student's encoder features (before the head) of each distilled global token, per view, averaged; it needs
-      the student's ``embedding`` output, and at least 2 volumes per view on each process: with fewer it is 0, with
-      one warning.
+      student's features of each distilled global token, per view, averaged: the encoder's (before the head, as
+      DINOv2; the student's ``embedding`` output) or the head's L2-normalised bottleneck (``bottleneck``), per
+      ``koleo_features``. It needs at least 2 volumes per view on each process: with fewer it is 0, with one
+      warning.
 
     The loss owns its state (DINO's manner): one centre per teacher output - a row of ``center`` ``(G, K)`` for each
     of the G distilled global tokens, and ``center_patch`` ``(1, K)`` for the patch tokens - updated after each call
@@ -132,6 +134,9 @@ class SMARTLoss(nn.Module):
         centering: how the teacher's targets are kept from collapsing: ``"center"`` (DINO/iBOT/SMART: subtract a
             running mean, then sharpen) or ``"sinkhorn"`` (DINOv2: Sinkhorn-Knopp over the batch's rows).
         w_koleo: weight of the KoLeo term (0: off, SMART; DINOv2 uses 0.1).
+        koleo_features: what KoLeo spreads: ``"encoder"`` (DINOv2: the encoder's [CLS] and pooled features) or
+            ``"head"`` (the projection head's normalised bottleneck, the vectors the prototypes score: an option
+            against a head that maps spread features to one output).
 
     Raises:
         ValueError: on an empty or unknown ``global_tokens`` or ``centering``, and on inputs whose batch sizes or
@@ -150,10 +155,14 @@ class SMARTLoss(nn.Module):
         center_from_first_batch: bool = True,
         centering: str = "center",
         w_koleo: float = 0.0,
+        koleo_features: str = "encoder",
     ) -> None:
         super().__init__()
         if w_koleo < 0:
             raise ValueError(f"w_koleo must be >= 0, got {w_koleo}")
+        if koleo_features not in KOLEO_FEATURES:
+            raise ValueError(f"koleo_features must be one of {tuple(KOLEO_FEATURES)}, got {koleo_features!r}")
+        self.koleo_key = KOLEO_FEATURES[koleo_features]
         if centering not in CENTERINGS:
             raise ValueError(f"centering must be one of {CENTERINGS}, got {centering!r}")
         self.centering = centering
@@ -263,12 +272,13 @@ class SMARTLoss(nn.Module):
         }
 
     def koleo(self, student: dict[str, torch.Tensor], b: int) -> torch.Tensor:
-        """The KoLeo term of the student's ``embedding`` ``(2B, 2, D)``: over each view's B rows, for each distilled
-        global token, averaged; a 0 tensor when ``w_koleo`` is 0 or ``B`` < 2 (warned once)."""
+        """The KoLeo term of the student's ``embedding`` or ``bottleneck`` ``(2B, 2, D)`` (``koleo_features``): over
+        each view's B rows, for each distilled global token, averaged; a 0 tensor when ``w_koleo`` is 0 or ``B`` < 2
+        (warned once)."""
         if not self.w_koleo:
             return student["global"].new_zeros(())
-        if "embedding" not in student:
-            raise ValueError("w_koleo > 0 needs the student's 'embedding' output (SMARTPretrainNet's encoder features)")
+        if self.koleo_key not in student:
+            raise ValueError(f"w_koleo > 0 needs the student's {self.koleo_key!r} output (SMARTPretrainNet gives it)")
         if b < 2:  # no nearest neighbour (DINOv2's KoLeo then adds a constant); say so once instead
             if not self._koleo_warned:
                 logger.warning(
@@ -279,7 +289,7 @@ class SMARTLoss(nn.Module):
                 )
                 self._koleo_warned = True
             return student["global"].new_zeros(())
-        embedding = student["embedding"][:, self.global_index]
+        embedding = student[self.koleo_key][:, self.global_index]
         terms = [koleo_loss(embedding[v * b : (v + 1) * b, g]) for v in (0, 1) for g in range(embedding.shape[1])]
         return torch.stack(terms).mean()
 

@@ -72,19 +72,22 @@ class SMARTPretrainNet(nn.Module):
         Returns:
             ``global`` ``(B, 2, K)`` logits of [CLS] and the pooled token, ``patch`` ``(B, N, K)`` logits of the
             stage-3 tokens, ``attn_map`` ``(B, N)``, ``embedding`` ``(B, 2, 8 * feature_size)`` the encoder's [CLS]
-            and pooled features before the head (for ``SMARTLoss``'s KoLeo term), and with ``reconstruct`` ``recon``
-            ``(B, C, D, H, W)``.
+            and pooled features before the head, ``bottleneck`` ``(B, 2, head_bottleneck_dim)`` their L2-normalised
+            head bottleneck, which the prototypes read (either is ``SMARTLoss``'s KoLeo input), and with
+            ``reconstruct`` ``recon`` ``(B, C, D, H, W)``.
         """
         features = self.encoder.forward_features(x, mask)
         out = self.encoder.forward_class_attention(features)
         shared = self.shared_head if shared_head is None else shared_head
         patch_last_layer = self.head.last_layer if shared else self.patch_last_layer
+        # one head call per token kind, so that a batch-normalized head normalizes each over its own rows
+        bottleneck = torch.stack((self.head.embed(out.cls_token), self.head.embed(out.pooled)), dim=1)
         result = {
-            # one head call per token kind, so that a batch-normalized head normalizes each over its own rows
-            "global": torch.stack((self.head(out.cls_token), self.head(out.pooled)), dim=1),
+            "global": self.head.last_layer(bottleneck),
             "patch": patch_last_layer(self.head.embed(out.patch_tokens)),
             "attn_map": out.attn_map,
             "embedding": torch.stack((out.cls_token, out.pooled), dim=1),
+            "bottleneck": bottleneck,
         }
         if reconstruct:
             result["recon"] = self.recon_head(features[-1].permute(0, 4, 1, 2, 3))  # the last stage's tokens
