@@ -59,6 +59,14 @@ VARIANTS.update(
 # (on by default since smart_pretrain 0.9: smart_koleo is then smart, and smart_nokoleo the 0.8 defaults)
 VARIANTS.update({f"{name}_koleo": {**VARIANTS[name], "loss_def#w_koleo": 0.1} for name in ("smart", "dino_bn")})
 VARIANTS["smart_nokoleo"] = {"loss_def#w_koleo": 0.0}
+# SimMIM with its own masking rather than SMART's (which `simmim` inherits: 30% of the tokens of half the views, by
+# the teacher's attention): random tokens, 60% of every view, as the SimMIM paper. The fair baseline
+VARIANTS["simmim_60"] = {
+    **le.SIMMIM_ONLY,
+    "train#trainer#masking": "random",
+    "train#trainer#mask_ratio": 0.6,
+    "train#trainer#mask_probability": 1.0,
+}
 # KoLeo on the head's normalised bottleneck instead of the encoder's features (distillation_sanity.py's *_koleo_head)
 VARIANTS["smart_koleo_head"] = {"loss_def#koleo_features": "head"}
 DEFAULT_VARIANTS = ["smart", "simmim", "dino_ibot"]
