@@ -98,6 +98,16 @@ def test_quick_health_check_fills_every_cell(tmp_path):
         for ref in {"random_init", "simmim_teacher"} - {name}:
             assert probe[f"vs_{ref}"] == whole["probes"][name][f"vs_{ref}"], (name, ref)
     assert "| `smart_teacher` |" in (tmp_path / "merged.md").read_text()
+    # SimMIM with its own masking is a second SimMIM reference: every encoder is paired against it too
+    own = json.loads(Path(parts[1]).read_text())
+    own["pretrain"] = {"simmim_60" if k == "simmim" else k: v for k, v in own["pretrain"].items() if k != "smart_mild"}
+    own["probes"] = {k.replace("simmim_", "simmim_60_"): v for k, v in own["probes"].items() if "mild" not in k}
+    (tmp_path / "d.json").write_text(json.dumps(own))
+    merged = bench.main(["--merge", parts[0], str(tmp_path / "d.json"), "--results", str(tmp_path / "own.json")])
+    smart, own_hits = merged["probes"]["smart_teacher"], whole["probes"]["simmim_teacher"]["hits"]["knn_1"]
+    expected = (np.array(smart["hits"]["knn_1"], float) - np.array(own_hits, float)).mean()
+    assert smart["vs_simmim_60_teacher"]["knn_1"]["difference"] == pytest.approx(expected)
+    assert "vs_simmim_teacher" not in smart and "SimMIM, own masking" in (tmp_path / "own.md").read_text()
     with pytest.raises(SystemExit, match="more than one"):
         bench.main(["--merge", parts[0], parts[0], "--results", str(tmp_path / "twice.json")])
     shifted = json.loads(Path(parts[1]).read_text())
