@@ -371,7 +371,9 @@ def curve(files: list[Path], png: Path) -> dict:
     """Organ probe against pretraining length: for each exported teacher, its 1-NN and linear probe minus random
     init's (same seed, same held-out phantoms) in every results file, one dot per seed and the mean over seeds
     joined across lengths; only objectives run at two lengths or more are drawn, and where two files hold the same
-    objective, length and seed, the later one counts. Writes ``png`` and returns the
+    objective, length and seed, the later one counts. A file given as ``FILE:OLD=NEW[,OLD=NEW]`` has its variant
+    ``OLD`` drawn as ``NEW``: the same objective under another name in older results (``smart`` since
+    smart_pretrain 0.9 is the earlier ``smart_koleo``). Writes ``png`` and returns the
     points (``{encoder: {iterations: [per seed]}}`` per probe).
     """
     import matplotlib
@@ -382,17 +384,24 @@ def curve(files: list[Path], png: Path) -> dict:
     from smart_nets.io import atomic_path
 
     points: dict = {"knn_1": {}, "linear": {}}
-    for f in files:
+    for spec in files:
+        f, _, renames = str(spec).partition(":")
+        rename = dict(pair.split("=", 1) for pair in renames.split(",") if pair)
+        f = Path(f)
         r = json.loads(f.read_text())
         if "probes" not in r:
             raise SystemExit(f"--curve: {f} has no probes")
+        unknown = [old for old in rename if f"{old}_teacher" not in r["probes"]]
+        if unknown:
+            raise SystemExit(f"--curve: {f} has no variant {unknown} to rename")
         it, seed = r["settings"]["iterations"], r["settings"]["seed"]
         for name, probe_ in r["probes"].items():
             if not name.endswith("_teacher"):
                 continue
+            variant = name.removesuffix("_teacher")
             for kind in points:  # one point per objective, length and seed: a later file's replaces an earlier's
                 gain = probe_[kind] - r["probes"][RANDOM_INIT][kind]
-                points[kind].setdefault(name.removesuffix("_teacher"), {}).setdefault(it, {})[seed] = gain
+                points[kind].setdefault(rename.get(variant, variant), {}).setdefault(it, {})[seed] = gain
     for kind in points:  # seeds to lists; objectives run at one length only dropped
         points[kind] = {
             v: {it: list(by_seed.values()) for it, by_seed in d.items()} for v, d in points[kind].items() if len(d) > 1
@@ -611,7 +620,8 @@ def main(argv: list[str] | None = None) -> dict:
         "--curve",
         nargs="+",
         metavar="JSON",
-        help="no pretraining: probe gain over random init against iterations, over these results, to --results's .png",
+        help="no pretraining: probe gain over random init against iterations, over these results, to --results's .png; "
+        "FILE:OLD=NEW draws that file's variant OLD as NEW",
     )
     args = parser.parse_args(argv)
     if args.merge:

@@ -171,6 +171,11 @@ def test_curve_draws_each_objective_run_at_two_lengths_one_point_per_seed(tmp_pa
     assert (tmp_path / "curve.png").stat().st_size > 1000
     with pytest.raises(SystemExit, match="two lengths"):
         bench.main(["--curve", files[0], "--results", str(tmp_path / "one.json")])
+    # FILE:OLD=NEW: one objective under two names across results files is drawn as one
+    renamed = bench.main(["--curve", files[0], f"{files[3]}:smart=simmim", "--results", str(tmp_path / "r.json")])
+    assert set(renamed["knn_1"]) == {"simmim"} and renamed["knn_1"]["simmim"][2560] == pytest.approx([-0.1])
+    with pytest.raises(SystemExit, match="no variant"):
+        bench.main(["--curve", files[0], f"{files[3]}:dino=x", "--results", str(tmp_path / "bad.json")])
 
 
 def test_a_work_folder_with_another_number_of_phantoms_is_refused(tmp_path):
