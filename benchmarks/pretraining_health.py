@@ -190,9 +190,8 @@ def probe(encoders: dict[str, str | None], s: dict, lists: dict, out: Path) -> d
 
 def add_paired_cis(probes: dict, hits: dict, cases, s: dict) -> None:
     """Each probe's ``vs_random_init``, ``vs_simmim_teacher`` and ``vs_simmim_60_teacher`` (where that encoder was
-    probed): the paired
-    differences of ``paired_bootstrap``, ``hits`` each encoder's per-embedding hits; none when the settings ask for
-    no bootstrap (``label_efficiency_v2`` probes with its own)."""
+    probed): the paired differences of ``paired_bootstrap``, ``hits`` each encoder's per-embedding hits; none when
+    the settings ask for no bootstrap (``label_efficiency_v2`` probes with its own)."""
     references = [r for r in (RANDOM_INIT, *SIMMIM_REFS) if r in hits] if s.get("n_bootstrap") else []
     for name in probes:
         for ref in references:
